@@ -1,0 +1,2 @@
+//! Criterion benchmarks of the sans-IO protocol core.
+fn main() {}

@@ -1,0 +1,18 @@
+//! corecast: a WebSocket pub/sub server on thread-per-core monoio runtimes.
+//!
+//! The crate is organised the way a frame travels:
+//! - [`proto`]: the sans-IO WebSocket core (handshake, frames, UTF-8, close codes). No I/O.
+//! - [`queue`]: the per-connection send queue (control lane, data lane). No I/O.
+//! - [`server`]: the per-core runtime: workers, listeners, connections, timers, drain.
+//! - [`config`]: the one `Config` (defaults, TOML, environment, CLI).
+//!
+//! Embedding: build a [`Server`] with a [`Handler`] and run it.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod proto;
+pub mod queue;
+pub mod server;
+
+pub use config::{Config, Driver};
+pub use server::{ConnId, Ctx, Handler, Message, OpenInfo, Server, ServerBuilder};

@@ -1,0 +1,1 @@
+//! The per-connection send queue. Pure data structure: no I/O.
