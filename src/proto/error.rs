@@ -52,16 +52,123 @@ pub enum ProtocolError {
 impl ProtocolError {
     /// The close code to send for this violation.
     pub fn close_code(&self) -> CloseCode {
-        todo!()
+        match self {
+            ProtocolError::InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
+            ProtocolError::FrameTooLarge | ProtocolError::MessageTooLarge => CloseCode::TOO_BIG,
+            ProtocolError::UnmaskedFrame
+            | ProtocolError::ReservedBits
+            | ProtocolError::UnknownOpcode(_)
+            | ProtocolError::FragmentedControl
+            | ProtocolError::ControlTooLong
+            | ProtocolError::UnexpectedContinuation
+            | ProtocolError::ExpectedContinuation
+            | ProtocolError::InvalidLength
+            | ProtocolError::InvalidClosePayload
+            | ProtocolError::InvalidCloseCode(_) => CloseCode::PROTOCOL,
+        }
     }
 
     /// A short reason for the close frame (at most 123 bytes, ASCII).
     pub fn reason(&self) -> &'static str {
-        todo!()
+        match self {
+            ProtocolError::UnmaskedFrame => "client frame not masked",
+            ProtocolError::ReservedBits => "reserved bits set",
+            ProtocolError::UnknownOpcode(_) => "unknown opcode",
+            ProtocolError::FragmentedControl => "fragmented control frame",
+            ProtocolError::ControlTooLong => "control frame too long",
+            ProtocolError::UnexpectedContinuation => "unexpected continuation frame",
+            ProtocolError::ExpectedContinuation => "expected continuation frame",
+            ProtocolError::InvalidLength => "invalid payload length",
+            ProtocolError::FrameTooLarge => "frame too large",
+            ProtocolError::MessageTooLarge => "message too large",
+            ProtocolError::InvalidUtf8 => "invalid UTF-8",
+            ProtocolError::InvalidClosePayload => "invalid close payload",
+            ProtocolError::InvalidCloseCode(_) => "invalid close code",
+        }
     }
 
     /// A stable label for metrics and logs (snake_case, no spaces).
     pub fn label(&self) -> &'static str {
-        todo!()
+        match self {
+            ProtocolError::UnmaskedFrame => "unmasked_frame",
+            ProtocolError::ReservedBits => "reserved_bits",
+            ProtocolError::UnknownOpcode(_) => "unknown_opcode",
+            ProtocolError::FragmentedControl => "fragmented_control",
+            ProtocolError::ControlTooLong => "control_too_long",
+            ProtocolError::UnexpectedContinuation => "unexpected_continuation",
+            ProtocolError::ExpectedContinuation => "expected_continuation",
+            ProtocolError::InvalidLength => "invalid_length",
+            ProtocolError::FrameTooLarge => "frame_too_large",
+            ProtocolError::MessageTooLarge => "message_too_large",
+            ProtocolError::InvalidUtf8 => "invalid_utf8",
+            ProtocolError::InvalidClosePayload => "invalid_close_payload",
+            ProtocolError::InvalidCloseCode(_) => "invalid_close_code",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [ProtocolError; 13] = [
+        ProtocolError::UnmaskedFrame,
+        ProtocolError::ReservedBits,
+        ProtocolError::UnknownOpcode(3),
+        ProtocolError::FragmentedControl,
+        ProtocolError::ControlTooLong,
+        ProtocolError::UnexpectedContinuation,
+        ProtocolError::ExpectedContinuation,
+        ProtocolError::InvalidLength,
+        ProtocolError::FrameTooLarge,
+        ProtocolError::MessageTooLarge,
+        ProtocolError::InvalidUtf8,
+        ProtocolError::InvalidClosePayload,
+        ProtocolError::InvalidCloseCode(1005),
+    ];
+
+    #[test]
+    fn close_code_per_variant() {
+        for e in ALL {
+            let expected = match e {
+                ProtocolError::InvalidUtf8 => 1007,
+                ProtocolError::FrameTooLarge | ProtocolError::MessageTooLarge => 1009,
+                _ => 1002,
+            };
+            assert_eq!(e.close_code(), CloseCode(expected), "{e:?}");
+            assert!(e.close_code().is_valid_on_wire());
+        }
+    }
+
+    #[test]
+    fn reasons_are_short_ascii() {
+        for e in ALL {
+            let r = e.reason();
+            assert!(!r.is_empty() && r.len() <= 123 && r.is_ascii(), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn labels_are_unique_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for e in ALL {
+            let l = e.label();
+            assert!(!l.is_empty());
+            assert!(l
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
+            assert!(seen.insert(l), "duplicate label {l}");
+        }
+    }
+
+    #[test]
+    fn display_messages_are_not_empty() {
+        for e in ALL {
+            assert!(!e.to_string().is_empty());
+        }
+        assert_eq!(
+            ProtocolError::UnknownOpcode(0xB).to_string(),
+            "unknown opcode 0xb"
+        );
     }
 }

@@ -1,57 +1,357 @@
 //! The per-core runtime: workers, listeners, connections, timers and drain.
+//!
+//! [`Server::builder`] binds one SO_REUSEPORT listener per worker (on the caller's thread, so
+//! a bad address fails at once and port 0 resolves to one port for all workers), then starts
+//! one pinned OS thread per worker, each with its own monoio runtime.
 
-use std::net::SocketAddr;
+mod bell;
+mod conn;
+mod handler;
+mod io;
+pub mod limits;
+pub mod logging;
+mod signals;
+mod stats;
+pub mod timer;
+mod worker;
 
-use crate::{config::Config, proto::CloseCode};
+use std::{
+    net::SocketAddr,
+    rc::Rc,
+    sync::{mpsc, Arc},
+    thread::JoinHandle,
+    time::Duration,
+};
 
-/// Identifies a connection within its worker (slab index and generation).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ConnId {
-    key: u32,
-    gen: u32,
-}
+pub use handler::{
+    ConnId, Ctx, HandshakeHook, Handler, HookDecision, Message, OpenInfo, SendError,
+};
+pub use signals::run_until_signalled;
+pub use stats::Stats;
+pub use worker::encode_shared;
 
-/// A complete message received from a client.
+use self::{bell::Bell, stats::WorkerStats, worker::WorkerSettings};
+use crate::config::{Config, ConfigError, Driver};
+
+/// The io driver a server actually runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Message<'a> {
-    /// A text message (valid UTF-8).
-    Text(&'a str),
-    /// A binary message.
-    Binary(&'a [u8]),
+pub enum ActiveDriver {
+    /// io_uring.
+    Uring,
+    /// epoll (monoio's legacy driver).
+    Epoll,
 }
 
-/// What a handler learns when a connection opens.
-#[derive(Debug, Clone, Copy)]
-pub struct OpenInfo<'a> {
-    /// The peer's address.
-    pub peer: SocketAddr,
-    /// The request path.
-    pub path: &'a str,
-    /// The query string, if any.
-    pub query: Option<&'a str>,
-    /// The negotiated subprotocol, if any.
-    pub protocol: Option<&'a str>,
+impl std::fmt::Display for ActiveDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ActiveDriver::Uring => "io_uring",
+            ActiveDriver::Epoll => "epoll",
+        })
+    }
 }
 
-/// Per-worker context handed to a [`Handler`].
-pub struct Ctx<'w> {
-    _w: std::marker::PhantomData<&'w ()>,
+/// Why a server could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// io_uring was required but the kernel refused it.
+    #[error("io_uring is not available on this kernel (or is disabled by io_uring_disabled / seccomp); use --driver epoll or --driver auto")]
+    UringUnavailable,
+    /// Binding the listen address failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A worker's runtime could not be built.
+    #[error("worker {worker} failed to start: {source}")]
+    Worker {
+        /// The worker index.
+        worker: usize,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A worker thread panicked.
+    #[error("worker {0} panicked")]
+    WorkerPanicked(usize),
 }
 
-/// Application logic run inside each worker.
-pub trait Handler: 'static {
-    /// A connection completed its handshake.
-    fn on_open(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, _info: &OpenInfo<'_>) {}
-    /// A complete message arrived.
-    fn on_message(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, msg: Message<'_>);
-    /// A connection ended.
-    fn on_close(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, _code: Option<CloseCode>) {}
-}
+type HandlerFactory = Arc<dyn Fn(usize) -> Box<dyn Handler> + Send + Sync>;
 
-/// Builds a [`Server`].
+/// Builds a [`Server`]: configuration, the handler factory and an optional handshake hook.
 pub struct ServerBuilder {
-    _config: Config,
+    config: Config,
+    factory: Option<HandlerFactory>,
+    hook: Option<Arc<dyn HandshakeHook>>,
+}
+
+impl ServerBuilder {
+    /// The handler: `factory(worker_index)` builds one instance per worker, on that worker.
+    pub fn handler<H, F>(mut self, factory: F) -> Self
+    where
+        H: Handler,
+        F: Fn(usize) -> H + Send + Sync + 'static,
+    {
+        self.factory = Some(Arc::new(move |i| Box::new(factory(i)) as Box<dyn Handler>));
+        self
+    }
+
+    /// A hook that sees every valid upgrade request and may reject it with a status.
+    pub fn handshake_hook(mut self, hook: impl HandshakeHook) -> Self {
+        self.hook = Some(Arc::new(hook));
+        self
+    }
+
+    /// Validate, bind and start the workers; returns once every worker runs.
+    pub fn start(self) -> Result<Server, ServerError> {
+        let cfg = self.config;
+        cfg.validate()?;
+        let driver = match cfg.driver {
+            Driver::Epoll => ActiveDriver::Epoll,
+            Driver::Uring if monoio::utils::detect_uring() => ActiveDriver::Uring,
+            Driver::Uring => return Err(ServerError::UringUnavailable),
+            Driver::Auto if monoio::utils::detect_uring() => ActiveDriver::Uring,
+            Driver::Auto => ActiveDriver::Epoll,
+        };
+        let workers = cfg.worker_count();
+        let max_conns = limits::check_nofile(cfg.max_connections, workers);
+        let per_worker = max_conns.div_ceil(workers).max(1);
+        let listeners = bind_all(&cfg, workers, driver)?;
+        let addr = listeners[0].local_addr().map_err(|e| ServerError::Bind {
+            addr: cfg.listen,
+            source: e,
+        })?;
+        let factory = self.factory.unwrap_or_else(|| Arc::new(|_| Box::new(NoopHandler)));
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let mut threads = Vec::with_capacity(workers);
+        let mut bells = Vec::with_capacity(workers);
+        let mut stats = Vec::with_capacity(workers);
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), ServerError>>();
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let bell = Arc::new(Bell::default());
+            let st = Arc::new(WorkerStats::default());
+            bells.push(bell.clone());
+            stats.push(st.clone());
+            let set = WorkerSettings::new(&cfg, per_worker);
+            let factory = factory.clone();
+            let hook = self.hook.clone();
+            let ready = ready_tx.clone();
+            let pin = cfg.pin_workers.then_some(i % cores);
+            let entries = cfg.uring_entries;
+            let t = std::thread::Builder::new()
+                .name(format!("corecast-w{i}"))
+                .spawn(move || {
+                    let _guard = PanicGuard(i);
+                    if let Some(core) = pin {
+                        if let Err(e) = monoio::utils::bind_to_cpu_set([core]) {
+                            tracing::warn!(worker = i, core, error = ?e, "cannot pin worker");
+                        }
+                    }
+                    macro_rules! run_on {
+                        ($builder:expr) => {{
+                            let mut rt = match $builder.enable_timer().build() {
+                                Ok(rt) => rt,
+                                Err(e) => {
+                                    let _ = ready.send(Err(ServerError::Worker { worker: i, source: e }));
+                                    return Ok(());
+                                }
+                            };
+                            rt.block_on(async move {
+                                let listener = match monoio::net::TcpListener::from_std(listener) {
+                                    Ok(l) => l,
+                                    Err(e) => {
+                                        let _ = ready.send(Err(ServerError::Worker { worker: i, source: e }));
+                                        return Ok(());
+                                    }
+                                };
+                                let handler = factory(i);
+                                let w = Rc::new(worker::WorkerInner::new(i, set, handler, hook, st));
+                                let _ = ready.send(Ok(()));
+                                drop(ready);
+                                worker::main(w, listener, bell).await;
+                                Ok(())
+                            })
+                        }};
+                    }
+                    match driver {
+                        ActiveDriver::Uring => run_on!(
+                            monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().with_entries(entries)
+                        ),
+                        ActiveDriver::Epoll => {
+                            run_on!(monoio::RuntimeBuilder::<monoio::LegacyDriver>::new())
+                        }
+                    }
+                })
+                .map_err(|e| ServerError::Worker { worker: i, source: e })?;
+            threads.push(t);
+        }
+        drop(ready_tx);
+        let shared = Arc::new(Shared { bells, stats });
+        for _ in 0..workers {
+            let failed = match ready_rx.recv() {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e,
+                Err(_) => ServerError::WorkerPanicked(usize::MAX),
+            };
+            for b in &shared.bells {
+                b.ring(Duration::ZERO);
+            }
+            for t in threads {
+                let _ = t.join();
+            }
+            return Err(failed);
+        }
+        tracing::info!(%addr, workers, %driver, max_connections = max_conns, "corecast listening");
+        Ok(Server { addr, driver, threads, shared })
+    }
+}
+
+/// Aborts the process when a worker thread unwinds: a dead worker would leave a silent hole
+/// (its listener still takes connections that nobody serves).
+struct PanicGuard(usize);
+
+impl Drop for PanicGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            tracing::error!(worker = self.0, "worker panicked; aborting the process");
+            eprintln!("corecast: worker {} panicked; aborting", self.0);
+            std::process::abort();
+        }
+    }
+}
+
+struct NoopHandler;
+
+impl Handler for NoopHandler {
+    fn on_message(&mut self, _: &mut Ctx<'_>, _: ConnId, _: Message<'_>) {}
+}
+
+fn bind_all(
+    cfg: &Config,
+    workers: usize,
+    driver: ActiveDriver,
+) -> Result<Vec<std::net::TcpListener>, ServerError> {
+    let mut out: Vec<std::net::TcpListener> = Vec::with_capacity(workers);
+    let mut addr = cfg.listen;
+    for _ in 0..workers {
+        let l = bind_one(addr, cfg.backlog, driver)
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        if addr.port() == 0 {
+            addr = l.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
+        }
+        out.push(l);
+    }
+    Ok(out)
+}
+
+fn bind_one(
+    addr: SocketAddr,
+    backlog: u32,
+    driver: ActiveDriver,
+) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        let _ = s.set_only_v6(false);
+    }
+    // epoll needs non-blocking sockets; io_uring handles blocking ones itself.
+    s.set_nonblocking(driver == ActiveDriver::Epoll)?;
+    s.bind(&addr.into())?;
+    s.listen(backlog.min(i32::MAX as u32) as i32)?;
+    Ok(s.into())
+}
+
+struct Shared {
+    bells: Vec<Arc<Bell>>,
+    stats: Vec<Arc<WorkerStats>>,
 }
 
 /// A running corecast server.
-pub struct Server {}
+pub struct Server {
+    addr: SocketAddr,
+    driver: ActiveDriver,
+    threads: Vec<JoinHandle<std::io::Result<()>>>,
+    shared: Arc<Shared>,
+}
+
+/// A cloneable, `Send` handle that starts the drain of a [`Server`] from any thread.
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    shared: Arc<Shared>,
+}
+
+impl ShutdownHandle {
+    /// Stop accepting and close every connection with 1001, spread over `window`.
+    pub fn drain(&self, window: Duration) {
+        for b in &self.shared.bells {
+            b.ring(window);
+        }
+    }
+
+    /// Whether a drain has started.
+    pub fn draining(&self) -> bool {
+        self.shared.bells.iter().any(|b| b.rung())
+    }
+
+    /// The counters, summed over workers.
+    pub fn stats(&self) -> Stats {
+        let mut s = Stats::default();
+        for w in &self.shared.stats {
+            s.add(w);
+        }
+        s
+    }
+}
+
+impl Server {
+    /// A builder with `config`.
+    pub fn builder(config: Config) -> ServerBuilder {
+        ServerBuilder { config, factory: None, hook: None }
+    }
+
+    /// The address the workers listen on (the real port when the config said 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The io driver in use.
+    pub fn driver(&self) -> ActiveDriver {
+        self.driver
+    }
+
+    /// A handle to drain the server from another thread (a signal handler thread, a test).
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle { shared: self.shared.clone() }
+    }
+
+    /// The counters, summed over workers.
+    pub fn stats(&self) -> Stats {
+        self.shutdown_handle().stats()
+    }
+
+    /// Start the drain (see [`ShutdownHandle::drain`]).
+    pub fn drain(&self, window: Duration) {
+        self.shutdown_handle().drain(window);
+    }
+
+    /// Wait for every worker to finish (after a drain).
+    pub fn join(self) -> Result<(), ServerError> {
+        let mut result = Ok(());
+        for (i, t) in self.threads.into_iter().enumerate() {
+            match t.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(source)) => result = Err(ServerError::Worker { worker: i, source }),
+                Err(_) => result = Err(ServerError::WorkerPanicked(i)),
+            }
+        }
+        result
+    }
+}

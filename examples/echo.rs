@@ -1,0 +1,50 @@
+//! An echo server on corecast's embedding API, for conformance runs (Autobahn) and as the
+//! smallest example of a [`Handler`].
+//!
+//! `cargo run --release --example echo -- --listen 127.0.0.1:9001 [--driver epoll]`
+//! takes every flag the `corecast` binary takes.
+
+use std::process::ExitCode;
+
+use corecast::{
+    proto::CloseCode,
+    server::{self, ConnId, Ctx, Handler, Message},
+    Config, Server,
+};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Sends every message back to the connection it came from.
+struct EchoHandler;
+
+impl Handler for EchoHandler {
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, msg: Message<'_>) {
+        let queued = match msg {
+            Message::Text(text) => ctx.send_text(conn, text),
+            Message::Binary(data) => ctx.send_binary(conn, data),
+        };
+        // A client that sends faster than it reads fills its send buffer: tell it why it goes.
+        if queued.is_err() {
+            ctx.close(conn, CloseCode::TRY_AGAIN_LATER, "send buffer full");
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let config = match Config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("echo: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    server::logging::init(&config);
+    match server::run_until_signalled(Server::builder(config).handler(|_| EchoHandler)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("echo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! The embedding API: a [`Handler`] runs inside each worker and talks to connections through
+//! a [`Ctx`]; a [`HandshakeHook`] accepts or rejects upgrade requests before the `101`.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+
+use super::worker::WorkerInner;
+use crate::proto::{handshake::Request, CloseCode};
+
+/// Identifies a connection within its worker (slab key and a generation, so a stale id never
+/// reaches a newer connection that reused the slot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnId {
+    pub(crate) key: u32,
+    pub(crate) gen: u32,
+}
+
+/// A complete message received from a client, borrowed from the read buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Message<'a> {
+    /// A text message (valid UTF-8).
+    Text(&'a str),
+    /// A binary message.
+    Binary(&'a [u8]),
+}
+
+/// What a handler learns when a connection opens.
+#[derive(Debug, Clone, Copy)]
+pub struct OpenInfo<'a> {
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// The request path.
+    pub path: &'a str,
+    /// The query string, if any.
+    pub query: Option<&'a str>,
+    /// The `Origin` header, if any.
+    pub origin: Option<&'a str>,
+    /// The negotiated subprotocol, if any.
+    pub protocol: Option<&'a str>,
+}
+
+/// Why a send did not queue the frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The connection is gone or closing.
+    #[error("connection closed")]
+    Closed,
+    /// The connection's send buffer is over its bound; the frame was not queued.
+    #[error("send buffer full")]
+    Full,
+}
+
+/// Application logic run inside each worker (one instance per worker; it need not be `Send`).
+pub trait Handler: 'static {
+    /// A connection completed its handshake.
+    fn on_open(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, _info: &OpenInfo<'_>) {}
+    /// A complete message arrived.
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, msg: Message<'_>);
+    /// A connection that had opened ended; `code` is the peer's close code if it sent one.
+    fn on_close(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, _code: Option<CloseCode>) {}
+}
+
+/// The answer of a [`HandshakeHook`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookDecision {
+    /// Go on with the upgrade.
+    Accept,
+    /// Refuse with this HTTP status and a short reason (sent as the body).
+    Reject {
+        /// HTTP status, e.g. 401 or 403.
+        status: u16,
+        /// A short reason.
+        reason: String,
+    },
+}
+
+/// Inspects every valid upgrade request (path, query, Origin, headers) before the `101`:
+/// authentication and origin checks plug in here. Shared by all workers.
+pub trait HandshakeHook: Send + Sync + 'static {
+    /// Accept or reject the request from `peer`.
+    fn check(&self, req: &Request<'_, '_>, peer: SocketAddr) -> HookDecision;
+}
+
+impl<F> HandshakeHook for F
+where
+    F: Fn(&Request<'_, '_>, SocketAddr) -> HookDecision + Send + Sync + 'static,
+{
+    fn check(&self, req: &Request<'_, '_>, peer: SocketAddr) -> HookDecision {
+        self(req, peer)
+    }
+}
+
+/// Per-worker context handed to a [`Handler`]: send to and close this worker's connections.
+pub struct Ctx<'w> {
+    pub(crate) w: &'w WorkerInner,
+}
+
+impl Ctx<'_> {
+    /// The index of the worker running this handler.
+    pub fn worker_id(&self) -> usize {
+        self.w.id
+    }
+
+    /// Queue a text message.
+    pub fn send_text(&mut self, conn: ConnId, text: &str) -> Result<(), SendError> {
+        self.w.send_data(conn, crate::proto::OpCode::Text, text.as_bytes())
+    }
+
+    /// Queue a binary message.
+    pub fn send_binary(&mut self, conn: ConnId, data: &[u8]) -> Result<(), SendError> {
+        self.w.send_data(conn, crate::proto::OpCode::Binary, data)
+    }
+
+    /// Queue a frame encoded once (e.g. with [`crate::proto::encode_frame`]) and shared by
+    /// many connections: queuing it costs a reference count, not a copy.
+    pub fn send_frame(&mut self, conn: ConnId, frame: Bytes) -> Result<(), SendError> {
+        self.w.send_encoded(conn, frame)
+    }
+
+    /// Start the close handshake: data queued before stays ahead of the close frame.
+    pub fn close(&mut self, conn: ConnId, code: CloseCode, reason: &str) {
+        self.w.close_conn(conn, code, reason);
+    }
+
+    /// Bytes queued for `conn` and not yet written, or `None` if it is gone.
+    pub fn queued_bytes(&self, conn: ConnId) -> Option<usize> {
+        self.w.conn(conn).map(|c| c.queue.borrow().queued_bytes())
+    }
+}

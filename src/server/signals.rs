@@ -1,0 +1,37 @@
+//! Signals for a standalone server: SIGTERM drains over `drain_window`, SIGINT drains at once,
+//! a second signal exits immediately.
+
+use nix::sys::signal::{SigSet, Signal};
+
+use super::{ServerBuilder, ServerError};
+
+/// Block SIGTERM and SIGINT (workers inherit the mask), start the server, drain it on the
+/// first signal, and return when every worker has finished. A second signal exits at once
+/// with status 128 + signal number.
+pub fn run_until_signalled(builder: ServerBuilder) -> Result<(), ServerError> {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    if let Err(e) = set.thread_block() {
+        tracing::warn!(error = %e, "cannot block signals; SIGTERM will kill without a drain");
+    }
+    let window = builder.config.drain_window;
+    let server = builder.start()?;
+    let handle = server.shutdown_handle();
+    std::thread::Builder::new()
+        .name("corecast-signals".into())
+        .spawn(move || {
+            let Ok(first) = set.wait() else { return };
+            let window = if first == Signal::SIGINT { std::time::Duration::ZERO } else { window };
+            tracing::info!(signal = %first, ?window, "draining: closing connections with 1001");
+            handle.drain(window);
+            if let Ok(second) = set.wait() {
+                tracing::warn!(signal = %second, "second signal: exiting now");
+                std::process::exit(128 + second as i32);
+            }
+        })
+        .map_err(|e| ServerError::Worker { worker: usize::MAX, source: e })?;
+    let result = server.join();
+    tracing::info!("all workers stopped");
+    result
+}

@@ -1,0 +1,87 @@
+//! Per-worker counters: written only by their worker (relaxed load + store, no locked
+//! read-modify-write on the hot path), summed by readers on another thread.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+macro_rules! counters {
+    ($($(#[doc = $doc:literal])* $name:ident),* $(,)?) => {
+        /// One worker's counters.
+        #[derive(Debug, Default)]
+        pub(crate) struct WorkerStats {
+            $(pub(crate) $name: Counter,)*
+        }
+
+        /// A snapshot of the counters, summed over workers.
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+        #[non_exhaustive]
+        pub struct Stats {
+            $($(#[doc = $doc])* pub $name: u64,)*
+        }
+
+        impl Stats {
+            pub(crate) fn add(&mut self, w: &WorkerStats) {
+                $(self.$name += w.$name.get();)*
+            }
+        }
+    };
+}
+
+counters! {
+    /// Connections open now (handshaking or upgraded).
+    connections,
+    /// TCP connections accepted.
+    accepted,
+    /// Connections that completed the WebSocket handshake.
+    opened,
+    /// Connections closed, for any reason.
+    closed,
+    /// Connections refused because the connection limit was reached.
+    refused_limit,
+    /// Handshakes rejected with an HTTP error (bad request, version, size, hook).
+    handshake_rejected,
+    /// Connections closed because the handshake did not finish in time.
+    handshake_timeouts,
+    /// Connections closed because the peer was silent past the heartbeat window.
+    heartbeat_timeouts,
+    /// Connections closed because the peer did not answer our close frame in time.
+    close_timeouts,
+    /// Connections closed for a protocol violation (1002, 1007, 1009).
+    protocol_errors,
+    /// Connections closed by the drain on shutdown.
+    drained,
+    /// Pings sent.
+    pings_sent,
+    /// Messages received (complete messages, not frames).
+    messages_in,
+    /// Data frames queued for sending.
+    messages_out,
+    /// Bytes received from sockets.
+    bytes_in,
+    /// Bytes written to sockets.
+    bytes_out,
+}
+
+/// A counter with a single writer.
+#[derive(Debug, Default)]
+pub(crate) struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline]
+    pub(crate) fn add(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
+    #[inline]
+    pub(crate) fn inc(&self) {
+        self.add(1);
+    }
+
+    #[inline]
+    pub(crate) fn dec(&self) {
+        self.0.store(self.0.load(Relaxed).wrapping_sub(1), Relaxed);
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}

@@ -1,0 +1,744 @@
+//! A worker: one OS thread, one monoio runtime, one SO_REUSEPORT listener, one slab of
+//! connections, one timer wheel. Nothing here is shared with other workers except the
+//! counters (single-writer) and the shutdown bell.
+
+use std::{
+    cell::{Cell, RefCell},
+    io::IoSlice,
+    net::SocketAddr,
+    rc::Rc,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bytes::{Bytes, BytesMut};
+use nix::sys::socket::Shutdown;
+use slab::Slab;
+
+use super::{
+    bell::Bell,
+    conn::{self, AfterFlush, Conn, Phase},
+    handler::{ConnId, Ctx, HandshakeHook, Handler, HookDecision, Message, OpenInfo, SendError},
+    io,
+    stats::WorkerStats,
+    timer::TimerWheel,
+};
+use crate::{
+    config::Config,
+    proto::{
+        encode_close, encode_frame, encoded_len,
+        handshake::{self, HandshakeLimits},
+        CloseCode, Decoded, Decoder, DecoderLimits, OpCode, ProtocolError,
+    },
+};
+
+/// Timer resolution.
+pub(crate) const TICK: Duration = Duration::from_millis(100);
+/// The shared read buffer of a worker.
+const SCRATCH_BYTES: usize = 64 * 1024;
+/// Slices handed to one `sendmsg`.
+const MAX_IOV: usize = 64;
+/// A fragment buffer or read tail larger than this is freed, not kept, once empty.
+const KEEP_BUF_BYTES: usize = 4 * 1024;
+/// Wheel size: 4096 ticks of 100 ms, about 6.8 minutes.
+const WHEEL_SLOTS: usize = 4096;
+
+fn ticks(d: Duration) -> u64 {
+    let t = TICK.as_nanos();
+    (d.as_nanos().div_ceil(t)).max(1) as u64
+}
+
+/// Settings a worker reads on the hot path, in its own units.
+pub(crate) struct WorkerSettings {
+    pub(crate) limits: DecoderLimits,
+    pub(crate) hs_limits: HandshakeLimits,
+    pub(crate) send_bound: usize,
+    pub(crate) max_conns: usize,
+    pub(crate) ping_ticks: u64,
+    pub(crate) silent_ticks: u64,
+    pub(crate) handshake_ticks: u64,
+    pub(crate) close_ticks: u64,
+    pub(crate) subprotocols: Vec<String>,
+    pub(crate) nodelay: bool,
+}
+
+impl WorkerSettings {
+    pub(crate) fn new(cfg: &Config, max_conns: usize) -> Self {
+        WorkerSettings {
+            limits: DecoderLimits {
+                max_frame: cfg.max_frame_bytes,
+                max_message: cfg.max_message_bytes,
+            },
+            hs_limits: HandshakeLimits { max_head_bytes: cfg.max_handshake_bytes },
+            send_bound: cfg.send_buffer_bytes,
+            max_conns,
+            ping_ticks: ticks(cfg.ping_interval),
+            silent_ticks: ticks(cfg.ping_interval + cfg.pong_timeout),
+            handshake_ticks: ticks(cfg.handshake_timeout),
+            close_ticks: ticks(cfg.close_timeout),
+            subprotocols: cfg.subprotocols.clone(),
+            nodelay: cfg.tcp_nodelay,
+        }
+    }
+}
+
+/// The state of one worker, owned by its thread.
+pub(crate) struct WorkerInner {
+    pub(crate) id: usize,
+    pub(crate) set: WorkerSettings,
+    pub(crate) conns: RefCell<Slab<Rc<Conn>>>,
+    handler: RefCell<Box<dyn Handler>>,
+    hook: Option<Arc<dyn HandshakeHook>>,
+    scratch: RefCell<Vec<u8>>,
+    wheel: RefCell<TimerWheel>,
+    epoch: Instant,
+    pub(crate) stats: Arc<WorkerStats>,
+    dirty: RefCell<Vec<Rc<Conn>>>,
+    next_gen: Cell<u32>,
+    pub(crate) draining: Cell<bool>,
+}
+
+impl WorkerInner {
+    pub(crate) fn new(
+        id: usize,
+        set: WorkerSettings,
+        handler: Box<dyn Handler>,
+        hook: Option<Arc<dyn HandshakeHook>>,
+        stats: Arc<WorkerStats>,
+    ) -> Self {
+        WorkerInner {
+            id,
+            set,
+            conns: RefCell::new(Slab::new()),
+            handler: RefCell::new(handler),
+            hook,
+            scratch: RefCell::new(vec![0; SCRATCH_BYTES]),
+            wheel: RefCell::new(TimerWheel::new(WHEEL_SLOTS)),
+            epoch: Instant::now(),
+            stats,
+            dirty: RefCell::new(Vec::new()),
+            next_gen: Cell::new(0),
+            draining: Cell::new(false),
+        }
+    }
+
+    /// The current timer tick.
+    pub(crate) fn now(&self) -> u64 {
+        (self.epoch.elapsed().as_nanos() / TICK.as_nanos()) as u64
+    }
+
+    /// The connection behind `id`, if it still exists.
+    pub(crate) fn conn(&self, id: ConnId) -> Option<Rc<Conn>> {
+        let conns = self.conns.borrow();
+        conns.get(id.key as usize).filter(|c| c.gen == id.gen).cloned()
+    }
+
+    fn schedule(&self, conn: &Conn, tick: u64) {
+        let at = self.wheel.borrow_mut().schedule(conn.key, tick);
+        conn.timer_at.set(at);
+    }
+
+    /// Whether the connection's queue is over its bound: sends to it are refused.
+    pub(crate) fn over_bound(&self, conn: &Conn) -> bool {
+        conn.queue.borrow().queued_bytes() > self.set.send_bound
+    }
+
+    /// Whether to stop reading from the connection until its queue drains: at half the
+    /// bound, so that what one read batch makes the handler send (at most a read buffer's
+    /// worth for an echo) still fits under the bound.
+    pub(crate) fn read_paused(&self, conn: &Conn) -> bool {
+        conn.queue.borrow().queued_bytes() > self.set.send_bound / 2
+    }
+
+    // ----- accepting -----
+
+    /// Register an accepted socket and return its connection, or `None` when full.
+    pub(crate) fn admit(&self, stream: &monoio::net::TcpStream) -> Option<Rc<Conn>> {
+        use std::os::fd::AsRawFd;
+        self.stats.accepted.inc();
+        let mut conns = self.conns.borrow_mut();
+        if conns.len() >= self.set.max_conns || self.draining.get() {
+            self.stats.refused_limit.inc();
+            return None;
+        }
+        if self.set.nodelay {
+            let _ = stream.set_nodelay(true);
+        }
+        let gen = self.next_gen.get().wrapping_add(1);
+        self.next_gen.set(gen);
+        let entry = conns.vacant_entry();
+        let now = self.now();
+        let conn = Rc::new(Conn::new(
+            stream.as_raw_fd(),
+            entry.key() as u32,
+            gen,
+            Decoder::new(self.set.limits),
+            now,
+        ));
+        entry.insert(conn.clone());
+        drop(conns);
+        self.stats.connections.inc();
+        conn.deadline.set(now + self.set.handshake_ticks);
+        self.schedule(&conn, now + self.set.handshake_ticks);
+        Some(conn)
+    }
+
+    /// Remove a finished connection and tell the handler.
+    pub(crate) fn finish(&self, conn: &Rc<Conn>) {
+        let opened = conn.opened.get();
+        self.conns.borrow_mut().try_remove(conn.key as usize);
+        self.stats.connections.dec();
+        self.stats.closed.inc();
+        if opened {
+            let id = ConnId { key: conn.key, gen: conn.gen };
+            let code = conn.peer_code.get();
+            self.handler.borrow_mut().on_close(&mut Ctx { w: self }, id, code);
+        }
+    }
+
+    // ----- reading -----
+
+    /// The socket is readable: read until it is drained (or our queue is over its bound).
+    pub(crate) fn on_readable(&self, conn: &Rc<Conn>) {
+        let mut scratch = self.scratch.borrow_mut();
+        loop {
+            if conn.phase.get() == Phase::Dead {
+                return;
+            }
+            let n = match io::recv(conn.fd, &mut scratch) {
+                Ok(0) => {
+                    conn.kill();
+                    return;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    conn.kill();
+                    return;
+                }
+            };
+            self.stats.bytes_in.add(n as u64);
+            conn.last_rx.set(self.now());
+            let mut rbuf = conn.rbuf.borrow_mut();
+            if rbuf.is_empty() {
+                let used = self.process(conn, &mut scratch[..n]);
+                if used < n && conn.phase.get() != Phase::Dead {
+                    self.keep_tail(conn, &mut rbuf, &scratch[used..n]);
+                }
+            } else {
+                rbuf.extend_from_slice(&scratch[..n]);
+                let used = self.process(conn, &mut rbuf);
+                rbuf.drain(..used);
+                if rbuf.is_empty() && rbuf.capacity() > KEEP_BUF_BYTES {
+                    *rbuf = Vec::new();
+                } else if !rbuf.is_empty() {
+                    self.reserve_frame(conn, &mut rbuf);
+                }
+            }
+            drop(rbuf);
+            if n < scratch.len() || self.read_paused(conn) {
+                return;
+            }
+        }
+    }
+
+    fn keep_tail(&self, conn: &Conn, rbuf: &mut Vec<u8>, tail: &[u8]) {
+        rbuf.extend_from_slice(tail);
+        self.reserve_frame(conn, rbuf);
+    }
+
+    /// Size the tail buffer for the whole frame under way at once (its header was checked
+    /// against the limits already), instead of growing it by doubling.
+    fn reserve_frame(&self, conn: &Conn, rbuf: &mut Vec<u8>) {
+        if let Some(total) = conn.decoder.borrow().frame_len_hint() {
+            if total > rbuf.capacity() {
+                rbuf.reserve_exact(total - rbuf.len());
+            }
+        }
+    }
+
+    /// Feed `buf` through the handshake or the frame decoder; returns the bytes consumed.
+    fn process(&self, conn: &Rc<Conn>, buf: &mut [u8]) -> usize {
+        let mut off = 0;
+        loop {
+            if conn.discarding.get() || conn.phase.get() == Phase::Dead {
+                return buf.len();
+            }
+            if off == buf.len() {
+                return off;
+            }
+            if conn.phase.get() == Phase::Handshake {
+                match self.handshake(conn, &buf[off..]) {
+                    Some(used) => off += used,
+                    None => return off,
+                }
+                continue;
+            }
+            let res = conn.decoder.borrow_mut().decode(&mut buf[off..]);
+            match res {
+                Ok(None) => return off,
+                Ok(Some((frame, used))) => {
+                    self.on_frame(conn, frame);
+                    off += used;
+                }
+                Err(e) => {
+                    self.fail(conn, e);
+                    return buf.len();
+                }
+            }
+        }
+    }
+
+    fn handshake(&self, conn: &Rc<Conn>, buf: &[u8]) -> Option<usize> {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let (req, used) = match handshake::parse_request(buf, &mut headers, &self.set.hs_limits) {
+            Ok(None) => return None,
+            Ok(Some(parsed)) => parsed,
+            Err(e) => {
+                tracing::debug!(worker = self.id, reason = e.label(), "handshake rejected");
+                self.reject(conn, e.status(), e.reason());
+                return Some(buf.len());
+            }
+        };
+        let peer = nix::sys::socket::getpeername::<nix::sys::socket::SockaddrStorage>(conn.fd)
+            .ok()
+            .and_then(|a| sockaddr_to_std(&a))
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        if let Some(hook) = &self.hook {
+            if let HookDecision::Reject { status, reason } = hook.check(&req, peer) {
+                self.reject(conn, status, &reason);
+                return Some(buf.len());
+            }
+        }
+        let protocol = handshake::select_protocol(req.protocols(), &self.set.subprotocols);
+        let mut out = Vec::with_capacity(160);
+        handshake::write_accept(req.key, protocol, None, &mut out);
+        conn.queue.borrow_mut().push_data(Bytes::from(out));
+        self.mark_dirty(conn);
+        conn.phase.set(Phase::Open);
+        conn.opened.set(true);
+        self.stats.opened.inc();
+        let now = self.now();
+        conn.last_rx.set(now);
+        conn.last_ping.set(now);
+        self.schedule(conn, now + self.set.ping_ticks);
+        let info = OpenInfo { peer, path: req.path, query: req.query, origin: req.origin, protocol };
+        let id = ConnId { key: conn.key, gen: conn.gen };
+        self.handler.borrow_mut().on_open(&mut Ctx { w: self }, id, &info);
+        Some(used)
+    }
+
+    /// Answer the upgrade request with an HTTP error and close.
+    fn reject(&self, conn: &Conn, status: u16, reason: &str) {
+        self.stats.handshake_rejected.inc();
+        let mut out = Vec::with_capacity(160);
+        handshake::write_reject(status, reason, &mut out);
+        conn.queue.borrow_mut().push_control(Bytes::from(out));
+        self.begin_close(conn, AfterFlush::ShutdownWrite);
+        conn.discarding.set(true);
+    }
+
+    fn on_frame(&self, conn: &Rc<Conn>, frame: Decoded<'_>) {
+        match frame {
+            Decoded::Data { opcode, fin, payload } => {
+                if conn.phase.get() != Phase::Open {
+                    return; // data after our close frame is ignored
+                }
+                if opcode != OpCode::Continuation && fin {
+                    self.deliver(conn, opcode, payload);
+                    return;
+                }
+                let mut msg = conn.msg.borrow_mut();
+                if opcode != OpCode::Continuation {
+                    conn.msg_op.set(opcode);
+                    msg.clear();
+                }
+                msg.extend_from_slice(payload);
+                if fin {
+                    let whole = std::mem::take(&mut *msg);
+                    drop(msg);
+                    self.deliver(conn, conn.msg_op.get(), &whole);
+                    let mut msg = conn.msg.borrow_mut();
+                    if whole.capacity() <= KEEP_BUF_BYTES && msg.capacity() == 0 {
+                        *msg = whole;
+                        msg.clear();
+                    }
+                }
+            }
+            Decoded::Ping(payload) => {
+                if conn.phase.get() == Phase::Open {
+                    self.push_control(conn, OpCode::Pong, payload);
+                }
+            }
+            Decoded::Pong(_) => {}
+            Decoded::Close(frame) => {
+                conn.peer_code.set(frame.map(|f| f.code));
+                if conn.close_sent.get() {
+                    // Our close was answered: the handshake is complete.
+                    conn.kill();
+                    return;
+                }
+                let mut out = Vec::with_capacity(8);
+                encode_close(frame.map(|f| f.code), "", &mut out);
+                let mut q = conn.queue.borrow_mut();
+                q.discard_data();
+                q.push_control(Bytes::from(out));
+                drop(q);
+                conn.close_sent.set(true);
+                self.begin_close(conn, AfterFlush::Drop);
+            }
+        }
+    }
+
+    fn deliver(&self, conn: &Rc<Conn>, opcode: OpCode, payload: &[u8]) {
+        self.stats.messages_in.inc();
+        let msg = if opcode == OpCode::Text {
+            match simdutf8::basic::from_utf8(payload) {
+                Ok(text) => Message::Text(text),
+                // The decoder validated it; reaching here would be a decoder bug.
+                Err(_) => return self.fail(conn, ProtocolError::InvalidUtf8),
+            }
+        } else {
+            Message::Binary(payload)
+        };
+        let id = ConnId { key: conn.key, gen: conn.gen };
+        self.handler.borrow_mut().on_message(&mut Ctx { w: self }, id, msg);
+    }
+
+    /// A protocol violation: send the close code, then shut down once it is written.
+    fn fail(&self, conn: &Conn, e: ProtocolError) {
+        self.stats.protocol_errors.inc();
+        tracing::debug!(worker = self.id, error = e.label(), "closing on protocol error");
+        let mut out = Vec::with_capacity(32);
+        encode_close(Some(e.close_code()), e.reason(), &mut out);
+        let mut q = conn.queue.borrow_mut();
+        q.discard_data();
+        q.push_control(Bytes::from(out));
+        drop(q);
+        conn.close_sent.set(true);
+        conn.discarding.set(true);
+        self.begin_close(conn, AfterFlush::ShutdownWrite);
+    }
+
+    /// Enter the closing phase with a deadline for the peer's answer.
+    fn begin_close(&self, conn: &Conn, after: AfterFlush) {
+        if conn.phase.get() == Phase::Dead {
+            return;
+        }
+        conn.phase.set(Phase::Closing);
+        conn.after_flush.set(after);
+        let deadline = self.now() + self.set.close_ticks;
+        conn.deadline.set(deadline);
+        self.schedule(conn, deadline);
+        self.mark_dirty(conn);
+    }
+
+    // ----- writing -----
+
+    fn push_control(&self, conn: &Conn, op: OpCode, payload: &[u8]) {
+        let mut out = BytesMut::with_capacity(encoded_len(payload.len()));
+        encode_into(op, payload, &mut out);
+        conn.queue.borrow_mut().push_control(out.freeze());
+        self.mark_dirty(conn);
+    }
+
+    pub(crate) fn send_data(&self, id: ConnId, op: OpCode, payload: &[u8]) -> Result<(), SendError> {
+        let conn = self.writable_conn(id)?;
+        let mut out = BytesMut::with_capacity(encoded_len(payload.len()));
+        encode_into(op, payload, &mut out);
+        self.queue_data(&conn, out.freeze());
+        Ok(())
+    }
+
+    pub(crate) fn send_encoded(&self, id: ConnId, frame: Bytes) -> Result<(), SendError> {
+        let conn = self.writable_conn(id)?;
+        self.queue_data(&conn, frame);
+        Ok(())
+    }
+
+    fn writable_conn(&self, id: ConnId) -> Result<Rc<Conn>, SendError> {
+        let conn = self.conn(id).ok_or(SendError::Closed)?;
+        if conn.phase.get() != Phase::Open {
+            return Err(SendError::Closed);
+        }
+        if self.over_bound(&conn) {
+            return Err(SendError::Full);
+        }
+        Ok(conn)
+    }
+
+    fn queue_data(&self, conn: &Rc<Conn>, frame: Bytes) {
+        self.stats.messages_out.inc();
+        conn.queue.borrow_mut().push_data(frame);
+        self.mark_dirty(conn);
+    }
+
+    /// Close with `code`: data queued before the close frame still goes out first.
+    pub(crate) fn close_conn(&self, id: ConnId, code: CloseCode, reason: &str) {
+        if let Some(conn) = self.conn(id) {
+            self.close_gracefully(&conn, code, reason);
+        }
+    }
+
+    fn close_gracefully(&self, conn: &Conn, code: CloseCode, reason: &str) {
+        match conn.phase.get() {
+            Phase::Open => {}
+            Phase::Handshake => return conn.kill(),
+            Phase::Closing | Phase::Dead => return,
+        }
+        let mut out = Vec::with_capacity(8 + reason.len());
+        encode_close(Some(code), reason, &mut out);
+        conn.queue.borrow_mut().push_data(Bytes::from(out));
+        conn.close_sent.set(true);
+        self.begin_close(conn, AfterFlush::Nothing);
+    }
+
+    fn mark_dirty(&self, conn: &Conn) {
+        if !conn.dirty.replace(true) {
+            if let Some(rc) = self.conns.borrow().get(conn.key as usize) {
+                self.dirty.borrow_mut().push(rc.clone());
+            }
+        }
+    }
+
+    /// Write out every connection that has queued frames: one vectored write each.
+    pub(crate) fn flush_dirty(&self) {
+        loop {
+            let batch = std::mem::take(&mut *self.dirty.borrow_mut());
+            if batch.is_empty() {
+                return;
+            }
+            for conn in batch {
+                conn.dirty.set(false);
+                self.flush(&conn);
+            }
+        }
+    }
+
+    /// Write as much of the queue as the socket takes, in vectored writes of up to 64 frames.
+    pub(crate) fn flush(&self, conn: &Conn) {
+        if conn.write_blocked.get() || conn.phase.get() == Phase::Dead {
+            return;
+        }
+        let mut q = conn.queue.borrow_mut();
+        while !q.is_empty() {
+            let res = {
+                let mut slices = [IoSlice::new(&[]); MAX_IOV];
+                let n = q.fill_slices(&mut slices);
+                io::send_vectored(conn.fd, &slices[..n])
+            };
+            match res {
+                Ok(n) => {
+                    self.stats.bytes_out.add(n as u64);
+                    q.advance(n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    conn.write_blocked.set(true);
+                    conn.kick();
+                    return;
+                }
+                Err(_) => {
+                    conn.kill();
+                    return;
+                }
+            }
+        }
+        q.shrink();
+        drop(q);
+        match conn.after_flush.replace(AfterFlush::Nothing) {
+            AfterFlush::Nothing => {}
+            AfterFlush::ShutdownWrite => io::shutdown(conn.fd, Shutdown::Write),
+            AfterFlush::Drop => conn.kill(),
+        }
+    }
+
+    // ----- timers -----
+
+    /// Run every timer due now: handshake and close deadlines, pings, silent peers.
+    pub(crate) fn on_tick(&self, due: &mut Vec<(u32, u64)>) {
+        let now = self.now();
+        due.clear();
+        self.wheel.borrow_mut().advance(now, due);
+        for &(key, at) in due.iter() {
+            let conn = match self.conns.borrow().get(key as usize) {
+                Some(c) if c.timer_at.get() == at => c.clone(),
+                _ => continue,
+            };
+            self.check_timers(&conn, now);
+        }
+        self.flush_dirty();
+    }
+
+    fn check_timers(&self, conn: &Rc<Conn>, now: u64) {
+        match conn.phase.get() {
+            Phase::Dead => {}
+            Phase::Handshake => {
+                if now >= conn.deadline.get() {
+                    self.stats.handshake_timeouts.inc();
+                    conn.kill();
+                } else {
+                    self.schedule(conn, conn.deadline.get());
+                }
+            }
+            Phase::Closing => {
+                if now >= conn.deadline.get() {
+                    self.stats.close_timeouts.inc();
+                    conn.kill();
+                } else {
+                    self.schedule(conn, conn.deadline.get());
+                }
+            }
+            Phase::Open => {
+                let silent_until = conn.last_rx.get() + self.set.silent_ticks;
+                if now >= silent_until {
+                    self.stats.heartbeat_timeouts.inc();
+                    tracing::debug!(worker = self.id, "closing silent connection");
+                    let mut out = Vec::with_capacity(32);
+                    encode_close(Some(CloseCode::GOING_AWAY), "heartbeat timeout", &mut out);
+                    let mut q = conn.queue.borrow_mut();
+                    q.discard_data();
+                    q.push_control(Bytes::from(out));
+                    drop(q);
+                    conn.close_sent.set(true);
+                    self.flush(conn);
+                    conn.kill();
+                    return;
+                }
+                let mut next_ping = conn.last_ping.get() + self.set.ping_ticks;
+                if now >= next_ping {
+                    self.stats.pings_sent.inc();
+                    self.push_control(conn, OpCode::Ping, b"");
+                    conn.last_ping.set(now);
+                    next_ping = now + self.set.ping_ticks;
+                }
+                self.schedule(conn, next_ping.min(silent_until));
+            }
+        }
+    }
+
+    // ----- drain -----
+
+    /// Send close 1001 to `n` open connections (handshaking ones are dropped); returns how
+    /// many were closed.
+    pub(crate) fn drain_some(&self, keys: &[(u32, u32)]) {
+        for &(key, gen) in keys {
+            let Some(conn) = self.conn(ConnId { key, gen }) else { continue };
+            match conn.phase.get() {
+                Phase::Handshake => conn.kill(),
+                Phase::Open => {
+                    self.stats.drained.inc();
+                    self.close_gracefully(&conn, CloseCode::GOING_AWAY, "server shutting down");
+                }
+                Phase::Closing | Phase::Dead => {}
+            }
+        }
+        self.flush_dirty();
+    }
+
+    /// Every live connection's id.
+    pub(crate) fn conn_ids(&self) -> Vec<(u32, u32)> {
+        self.conns.borrow().iter().map(|(_, c)| (c.key, c.gen)).collect()
+    }
+
+    /// Drop every connection now.
+    pub(crate) fn kill_all(&self) {
+        for (_, c) in self.conns.borrow().iter() {
+            c.kill();
+        }
+    }
+}
+
+fn encode_into(op: OpCode, payload: &[u8], out: &mut BytesMut) {
+    let mut head = [0u8; 14];
+    let n = crate::proto::encode_header(op, true, payload.len(), &mut head);
+    out.extend_from_slice(&head[..n]);
+    out.extend_from_slice(payload);
+}
+
+/// Encode a server data frame once, to be shared by many connections with
+/// [`Ctx::send_frame`](super::Ctx::send_frame).
+pub fn encode_shared(op: OpCode, payload: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(encoded_len(payload.len()));
+    encode_frame(op, true, payload, &mut out);
+    Bytes::from(out)
+}
+
+fn sockaddr_to_std(a: &nix::sys::socket::SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = a.as_sockaddr_in() {
+        return Some(SocketAddr::from((v4.ip(), v4.port())));
+    }
+    a.as_sockaddr_in6().map(|v6| SocketAddr::from((v6.ip(), v6.port())))
+}
+
+/// The worker's tasks: accept loop, timer loop, and the drain when the bell rings.
+pub(crate) async fn main(w: Rc<WorkerInner>, listener: monoio::net::TcpListener, bell: Arc<Bell>) {
+    let accept = monoio::spawn(accept_loop(w.clone(), listener, bell.clone()));
+    let timers = monoio::spawn(timer_loop(w.clone()));
+    let window = bell.wait().await;
+    w.draining.set(true);
+    accept.await;
+    drain(&w, window).await;
+    drop(timers);
+}
+
+async fn accept_loop(w: Rc<WorkerInner>, listener: monoio::net::TcpListener, bell: Arc<Bell>) {
+    let mut last_err = None::<Instant>;
+    loop {
+        let accepted = monoio::select! {
+            r = listener.accept() => r,
+            _ = bell.wait() => return,
+        };
+        match accepted {
+            Ok((stream, _addr)) => {
+                if let Some(conn) = w.admit(&stream) {
+                    monoio::spawn(conn::run(w.clone(), stream, conn));
+                }
+            }
+            Err(e) => {
+                // EMFILE and friends: say so at most once a second, and back off briefly.
+                if last_err.map_or(true, |t| t.elapsed() > Duration::from_secs(1)) {
+                    tracing::warn!(worker = w.id, error = %e, "accept failed");
+                    last_err = Some(Instant::now());
+                }
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+async fn timer_loop(w: Rc<WorkerInner>) {
+    let mut due = Vec::new();
+    loop {
+        monoio::time::sleep(TICK).await;
+        w.on_tick(&mut due);
+    }
+}
+
+/// Close every connection with 1001 in batches spread over `window`, wait for the answers
+/// (each connection has its own close deadline), then drop whatever is left.
+async fn drain(w: &Rc<WorkerInner>, window: Duration) {
+    let ids = w.conn_ids();
+    let batches = (window.as_millis() / TICK.as_millis()).max(1) as usize;
+    let per_batch = ids.len().div_ceil(batches).max(1);
+    tracing::info!(worker = w.id, connections = ids.len(), ?window, "draining");
+    let mut chunks = ids.chunks(per_batch).peekable();
+    while let Some(chunk) = chunks.next() {
+        w.drain_some(chunk);
+        if chunks.peek().is_some() {
+            monoio::time::sleep(TICK).await;
+        }
+    }
+    // Each connection's close deadline (close_timeout) bounds this; the timer loop kills
+    // connections past it. Allow one extra second for the kills to land.
+    let limit = Instant::now() + TICK * (w.set.close_ticks as u32) + Duration::from_secs(1);
+    while !w.conns.borrow().is_empty() && Instant::now() < limit {
+        monoio::time::sleep(Duration::from_millis(20)).await;
+    }
+    w.kill_all();
+    for _ in 0..50 {
+        if w.conns.borrow().is_empty() {
+            break;
+        }
+        monoio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
