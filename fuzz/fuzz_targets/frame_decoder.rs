@@ -8,12 +8,19 @@
 use corecast::proto::{Decoded, Decoder, DecoderLimits, ProtocolError};
 use libfuzzer_sys::fuzz_target;
 
-const LIMITS: DecoderLimits = DecoderLimits { max_frame: 1 << 16, max_message: 1 << 18 };
+const LIMITS: DecoderLimits = DecoderLimits {
+    max_frame: 1 << 16,
+    max_message: 1 << 18,
+};
 
 /// What a decoded frame was, owned, so two runs can be compared.
 #[derive(Debug, PartialEq, Eq)]
 enum Event {
-    Data { opcode: u8, fin: bool, payload: Vec<u8> },
+    Data {
+        opcode: u8,
+        fin: bool,
+        payload: Vec<u8>,
+    },
     Ping(Vec<u8>),
     Pong(Vec<u8>),
     Close(Option<(u16, String)>),
@@ -21,9 +28,20 @@ enum Event {
 
 fn event(frame: &Decoded<'_>) -> Event {
     match frame {
-        Decoded::Data { opcode, fin, payload } => {
-            assert!(payload.len() <= LIMITS.max_frame, "data payload over max_frame");
-            Event::Data { opcode: opcode.as_u8(), fin: *fin, payload: payload.to_vec() }
+        Decoded::Data {
+            opcode,
+            fin,
+            payload,
+        } => {
+            assert!(
+                payload.len() <= LIMITS.max_frame,
+                "data payload over max_frame"
+            );
+            Event::Data {
+                opcode: opcode.as_u8(),
+                fin: *fin,
+                payload: payload.to_vec(),
+            }
         }
         Decoded::Ping(p) => {
             assert!(p.len() <= 125, "ping payload over 125 bytes");

@@ -21,7 +21,10 @@ fn head_lines(response: &[u8]) -> usize {
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .expect("response head has no end");
-    response[..end + 2].windows(2).filter(|w| *w == b"\r\n").count()
+    response[..end + 2]
+        .windows(2)
+        .filter(|w| *w == b"\r\n")
+        .count()
 }
 
 /// Parse `buf` with 32 header slots and the default limits; answer it as the server would.
@@ -31,7 +34,11 @@ fn parse_and_answer(buf: &[u8]) -> Verdict {
     let mut out = Vec::new();
     match parse_request(buf, &mut headers, &limits) {
         Ok(Some((req, head_len))) => {
-            assert!(head_len > 0 && head_len <= buf.len(), "head_len {head_len} of {}", buf.len());
+            assert!(
+                head_len > 0 && head_len <= buf.len(),
+                "head_len {head_len} of {}",
+                buf.len()
+            );
             assert!(head_len <= limits.max_head_bytes);
             assert!(req.path.starts_with('/'));
             assert!(!req.host.is_empty());
@@ -84,7 +91,11 @@ fuzz_target!(|data: &[u8]| {
         Ok(None) => {}
         Ok(Some(n)) => {
             assert!(n <= cut, "prefix of {cut} bytes consumed {n}");
-            assert_eq!(whole, Ok(Some(n)), "prefix saw a complete head the whole did not");
+            assert_eq!(
+                whole,
+                Ok(Some(n)),
+                "prefix saw a complete head the whole did not"
+            );
         }
         Err(e) => assert_eq!(whole, Err(e), "prefix verdict differs from the whole"),
     }

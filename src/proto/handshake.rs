@@ -111,7 +111,11 @@ impl<'h, 'b> Request<'h, 'b> {
     /// The subprotocols the client offered, in its order (from every
     /// `Sec-WebSocket-Protocol` header, comma-separated, trimmed, empty items skipped).
     pub fn protocols(&self) -> impl Iterator<Item = &'b str> + '_ {
-        list_items(self.headers, "sec-websocket-protocol")
+        // Protocols are tokens (RFC 6455 4.1): no quoted strings, every comma splits.
+        header_values(self.headers, "sec-websocket-protocol")
+            .flat_map(|v| v.split(','))
+            .map(trim_ows)
+            .filter(|p| !p.is_empty())
     }
 
     /// The extension offers (`Sec-WebSocket-Extensions` items), in order, unparsed.
@@ -123,8 +127,8 @@ impl<'h, 'b> Request<'h, 'b> {
     }
 }
 
-/// The items of every header called `name`, as HTTP comma-separated lists.
-fn list_items<'h, 'b>(
+/// The UTF-8 values of every header called `name` (case-insensitive), in order.
+fn header_values<'h, 'b>(
     headers: &'h [httparse::Header<'b>],
     name: &'static str,
 ) -> impl Iterator<Item = &'b str> + 'h {
@@ -132,7 +136,14 @@ fn list_items<'h, 'b>(
         .iter()
         .filter(move |h| h.name.eq_ignore_ascii_case(name))
         .filter_map(|h| std::str::from_utf8(h.value).ok())
-        .flat_map(ListItems::new)
+}
+
+/// The items of every header called `name`, as HTTP comma-separated lists.
+fn list_items<'h, 'b>(
+    headers: &'h [httparse::Header<'b>],
+    name: &'static str,
+) -> impl Iterator<Item = &'b str> + 'h {
+    header_values(headers, name).flat_map(ListItems::new)
 }
 
 /// Splits an HTTP list value (RFC 9110 5.6.1) on top-level commas: commas inside a
@@ -675,6 +686,16 @@ Upgrade: websocket\r\n\
         assert_eq!(select_protocol(req.protocols(), &supported), Some("c"));
         assert_eq!(select_protocol(req.protocols(), &["x".to_string()]), None);
         assert_eq!(select_protocol(req.protocols(), &[]), None);
+    }
+
+    #[test]
+    fn quoted_comma_in_protocol_still_splits() {
+        let buf = request_with("Sec-WebSocket-Protocol: \"a,b\"\r\n");
+        let mut hs = [httparse::EMPTY_HEADER; 32];
+        let (req, _) = parse_request(&buf, &mut hs, &HandshakeLimits::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(req.protocols().collect::<Vec<_>>(), ["\"a", "b\""]);
     }
 
     #[test]

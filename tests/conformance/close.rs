@@ -1,0 +1,208 @@
+//! RFC 6455 5.5.1 and 7.4 close frames (Autobahn 7 Close Handling): the server echoes a valid
+//! close (its code, or an empty close for an empty one) and then closes TCP; malformed close
+//! frames and invalid codes fail with 1002, a reason that is not UTF-8 with 1007; data after
+//! a close frame is ignored.
+
+use crate::{
+    client::{close_payload, op},
+    each_driver,
+};
+
+/// Autobahn 7.3.1: a close with no payload is answered by an empty close, then TCP closes.
+#[test]
+fn empty_close_is_echoed_empty() {
+    each_driver(|env| {
+        let mut c = env.connect("empty close");
+        c.send(op::CLOSE, true, b"");
+        c.expect_close_echo(None);
+    });
+}
+
+/// Autobahn 7.1.1/7.3.3: a message, then a close with only a code: the code is echoed.
+#[test]
+fn close_with_code_only_is_echoed() {
+    each_driver(|env| {
+        let mut c = env.connect("code only");
+        c.send_text("Hello World!");
+        c.expect_text("Hello World!");
+        c.send(op::CLOSE, true, &1000u16.to_be_bytes());
+        c.expect_close_echo(Some(1000));
+    });
+}
+
+/// Autobahn 7.3.4/7.3.5: code and reason (ASCII, multi-byte, 123 bytes: the most that fits)
+/// are accepted and the code is echoed.
+#[test]
+fn close_with_code_and_reason_is_echoed() {
+    each_driver(|env| {
+        let reason_123 = "x".repeat(123);
+        let reason_123_mb = format!("{}{}", "€".repeat(40), "abc"); // 120 + 3 bytes
+        for reason in ["Goodbye", "κόσμε 𝄞", &reason_123, &reason_123_mb] {
+            assert!(reason.len() <= 123);
+            let mut c = env.connect(format!("code + {}-byte reason", reason.len()));
+            c.send_close(1000, reason.as_bytes());
+            c.expect_close_echo(Some(1000));
+        }
+    });
+}
+
+/// Autobahn 7.3.2: a close payload of one byte: 1002.
+#[test]
+fn close_payload_of_one_byte_is_1002() {
+    each_driver(|env| {
+        for byte in [0x00u8, 0x03, 0xE8] {
+            let mut c = env.connect(format!("1-byte close {byte:#x}"));
+            c.send(op::CLOSE, true, &[byte]);
+            c.expect_close(1002);
+        }
+    });
+}
+
+/// Autobahn 7.3.6: a 124-byte reason makes a 126-byte control payload: 1002.
+#[test]
+fn close_reason_of_124_bytes_is_1002() {
+    each_driver(|env| {
+        let mut c = env.connect("124-byte reason");
+        c.send_close(1000, "y".repeat(124).as_bytes());
+        c.expect_close(1002);
+    });
+}
+
+/// Autobahn 7.9.x, 7.13.x: codes that may not appear on the wire: 1002.
+#[test]
+fn invalid_close_codes_are_1002() {
+    each_driver(|env| {
+        for code in [
+            0u16, 1, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+        ] {
+            let mut c = env.connect(format!("invalid code {code}"));
+            c.send_close(code, b"");
+            c.expect_close(1002);
+        }
+    });
+}
+
+/// Autobahn 7.7.x: every code a peer may send is echoed: 1000-1003, 1007-1014 and the
+/// application ranges 3000-4999 at their ends.
+#[test]
+fn valid_close_codes_are_echoed() {
+    each_driver(|env| {
+        let codes = [
+            1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000,
+            3999, 4000, 4999,
+        ];
+        for code in codes {
+            let mut c = env.connect(format!("valid code {code}"));
+            c.send_close(code, b"reason");
+            c.expect_close_echo(Some(code));
+        }
+    });
+}
+
+/// Autobahn 7.5.1: a close reason that is not valid UTF-8: 1007.
+#[test]
+fn close_reason_invalid_utf8_is_1007() {
+    each_driver(|env| {
+        for (name, reason) in [
+            ("kosme + surrogate", &b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80edited"[..]),
+            ("FF", &b"\xFF"[..]),
+            ("truncated", &b"bye \xE2\x82"[..]),
+            ("overlong", &b"\xC0\xAF"[..]),
+        ] {
+            let mut c = env.connect(format!("reason {name}"));
+            c.send_close(1000, reason);
+            c.expect_close(1007);
+        }
+    });
+}
+
+/// Autobahn 7.1.3/7.1.4/7.1.2: a ping, a text message and a second close after the close
+/// frame, all in the same write, get no answer: only the close echo comes back, then TCP
+/// closes.
+#[test]
+fn data_after_close_frame_is_ignored() {
+    each_driver(|env| {
+        for (name, after) in [
+            ("text", vec![(op::TEXT, b"after close".to_vec())]),
+            ("ping", vec![(op::PING, b"after close".to_vec())]),
+            ("close", vec![(op::CLOSE, close_payload(1001, b""))]),
+            (
+                "everything",
+                vec![
+                    (op::BINARY, vec![1, 2, 3]),
+                    (op::PING, vec![]),
+                    (op::CLOSE, close_payload(1000, b"")),
+                    (op::TEXT, b"more".to_vec()),
+                ],
+            ),
+        ] {
+            let mut c = env.connect(format!("{name} after close"));
+            let mut all = c.build(op::CLOSE, true, &close_payload(1000, b"bye"));
+            for (o, p) in &after {
+                all.extend(c.build(*o, true, p));
+            }
+            c.send_raw(&all);
+            c.expect_close_echo(Some(1000));
+        }
+    });
+}
+
+/// Invalid frames after a close frame are not examined: the close is echoed, not failed.
+#[test]
+fn garbage_after_close_frame_is_ignored() {
+    each_driver(|env| {
+        let mut c = env.connect("garbage after close");
+        let mut all = c.build(op::CLOSE, true, &close_payload(1000, b""));
+        all.extend(c.build(op::CONT, true, b"no message under way"));
+        all.extend(c.build(op::TEXT, true, b"\xFF\xFE"));
+        c.send_raw(&all);
+        c.expect_close_echo(Some(1000));
+    });
+}
+
+/// Autobahn 7.1.5: a fragmented message started, a close, then the rest of the message: the
+/// close is echoed and the message is never delivered.
+#[test]
+fn close_in_the_middle_of_fragmented_message() {
+    each_driver(|env| {
+        let mut c = env.connect("close between fragments");
+        let mut all = c.build(op::TEXT, false, b"fragment1");
+        all.extend(c.build(op::CLOSE, true, &close_payload(1000, b"")));
+        all.extend(c.build(op::CONT, true, b"fragment2"));
+        c.send_raw(&all);
+        c.expect_close_echo(Some(1000));
+    });
+}
+
+/// Autobahn 7.1.6: a large message, a close and a ping in one write: the server may or may
+/// not answer the message first, but then it echoes the close (and answers no ping).
+#[test]
+fn large_message_then_close_then_ping() {
+    each_driver(|env| {
+        let mut c = env.connect("256K, close, ping");
+        let text = crate::ascii_text(256 * 1024);
+        let mut all = c.build(op::TEXT, true, text.as_bytes());
+        all.extend(c.build(op::CLOSE, true, &close_payload(1000, b"")));
+        all.extend(c.build(op::PING, true, b"after close"));
+        c.send_raw(&all);
+        let f = c.read_close_after_data();
+        assert_eq!(
+            f.close_parts().map(|(code, _)| code),
+            Some(1000),
+            "[{}] close echo",
+            c.ctx
+        );
+        c.expect_tcp_closed();
+    });
+}
+
+/// A close frame written octet-wise is still recognised and echoed.
+#[test]
+fn close_written_octet_wise() {
+    each_driver(|env| {
+        let mut c = env.connect("close octet-wise");
+        let f = c.build(op::CLOSE, true, &close_payload(4000, b"octets"));
+        c.send_chopped(&f, 1);
+        c.expect_close_echo(Some(4000));
+    });
+}

@@ -1,0 +1,114 @@
+//! RFC 6455 conformance suite: a raw client (`client.rs`) drives the in-process echo server
+//! (`tests/common`) under every io driver from `drivers()` (`CORECAST_TEST_DRIVERS`).
+//!
+//! One module per RFC section; each Autobahn|Testsuite group has its counterpart:
+//!
+//! | RFC 6455                          | module             | Autobahn group                    |
+//! |-----------------------------------|--------------------|-----------------------------------|
+//! | 5.2 base framing, lengths         | `framing`          | 1 Framing (1.1 text, 1.2 binary)  |
+//! | 5.3 client-to-server masking      | `masking`          | (implicit in every case)          |
+//! | 5.5.2/5.5.3 ping and pong         | `control`          | 2 Pings/Pongs                     |
+//! | 5.2 RSV bits, reserved opcodes    | `reserved`         | 3 Reserved Bits, 4 Opcodes        |
+//! | 5.4 fragmentation                 | `fragmentation`    | 5 Fragmentation, 10 Misc (10.1    |
+//! |                                   |                    | auto-fragmentation)               |
+//! | 8.1 UTF-8 in text messages        | `utf8`             | 6 UTF-8 Handling (6.1-6.23)       |
+//! | 5.5.1, 7.4 close frames and codes | `close`            | 7 Close Handling                  |
+//! | 10.4 size limits                  | `limits`           | 9 Limits/Performance              |
+//! | 4.1/4.2 opening handshake         | `handshake`        | (opening handshake; 12/13         |
+//! |                                   |                    | permessage-deflate: not offered,  |
+//! |                                   |                    | so RSV1 stays a protocol error)   |
+//!
+//! Autobahn has no section 8; its 12 and 13 (compression) only apply when
+//! permessage-deflate is negotiated, which corecast does not do: `handshake` checks that the
+//! offer is declined and `reserved` that RSV1 is then refused.
+//!
+//! Every test loops over the drivers itself and starts one echo server per driver; the
+//! driver and the case appear in every failure message.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod client;
+
+mod close;
+mod control;
+mod fragmentation;
+mod framing;
+mod handshake;
+mod limits;
+mod masking;
+mod reserved;
+mod utf8;
+
+use std::net::SocketAddr;
+
+use corecast::{Config, Driver};
+
+use crate::{
+    client::Client,
+    common::{drivers, start_echo, test_config, TestServer},
+};
+
+/// One driver's echo server, handed to a test body.
+pub struct Env {
+    pub driver: Driver,
+    pub server: TestServer,
+}
+
+impl Env {
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr
+    }
+
+    /// The failure-message context for `case` under this driver.
+    pub fn ctx(&self, case: impl std::fmt::Display) -> String {
+        format!("driver={:?} case={case}", self.driver)
+    }
+
+    /// A fresh upgraded connection.
+    pub fn connect(&self, case: impl std::fmt::Display) -> Client {
+        Client::connect(self.addr(), self.ctx(case))
+    }
+}
+
+/// Says which driver was running when a test body panics.
+struct DriverGuard(Driver);
+
+impl Drop for DriverGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("conformance: failed under driver {:?}", self.0);
+        }
+    }
+}
+
+/// Run `body` once per driver against an echo server with the test configuration.
+pub fn each_driver(body: impl FnMut(&Env)) {
+    each_driver_with(|_| {}, body);
+}
+
+/// Run `body` once per driver against an echo server whose test configuration `tweak` edits.
+pub fn each_driver_with(tweak: impl Fn(&mut Config), mut body: impl FnMut(&Env)) {
+    let list = drivers();
+    assert!(!list.is_empty(), "CORECAST_TEST_DRIVERS selects no driver");
+    for driver in list {
+        let _guard = DriverGuard(driver);
+        let mut cfg = test_config(driver);
+        tweak(&mut cfg);
+        let env = Env {
+            driver,
+            server: start_echo(cfg),
+        };
+        body(&env);
+    }
+}
+
+/// A deterministic text of `len` ASCII bytes.
+pub fn ascii_text(len: usize) -> String {
+    (0..len).map(|i| (b'a' + (i % 26) as u8) as char).collect()
+}
+
+/// A deterministic binary payload of `len` bytes covering every byte value.
+pub fn binary_payload(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i.wrapping_mul(31) ^ (i >> 8)) as u8).collect()
+}
