@@ -106,7 +106,11 @@ fn valid_upgrade_gets_101_with_accept_key() {
             "{driver:?}: {head}"
         );
         assert!(!head.contains("Sec-WebSocket-Protocol"), "{driver:?}: none configured: {head}");
-        assert_eq!(srv.stats().opened, 1, "{driver:?}");
+        assert!(
+            wait_until(std::time::Duration::from_secs(2), || srv.stats().opened == 1),
+            "{driver:?}: {:?}",
+            srv.stats()
+        );
     }
 }
 

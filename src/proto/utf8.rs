@@ -243,7 +243,7 @@ mod tests {
     fn fail_fast_on_bad_continuation_after_pending() {
         let mut v = Utf8Validator::new();
         assert_eq!(v.feed(&[0xE2, 0x82]), Ok(()));
-        assert_eq!(v.feed(&[b'A']), Err(ProtocolError::InvalidUtf8));
+        assert_eq!(v.feed(b"A"), Err(ProtocolError::InvalidUtf8));
         let mut v = Utf8Validator::new();
         assert_eq!(v.feed(&[0xF0, 0x9F, 0x98]), Ok(()));
         assert_eq!(v.feed(&[0xC0, b'x']), Err(ProtocolError::InvalidUtf8));

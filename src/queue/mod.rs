@@ -10,9 +10,15 @@ use std::{collections::VecDeque, io::IoSlice};
 
 use bytes::Bytes;
 
-/// Outgoing frames of one connection.
+/// Outgoing frames of one connection. Eight bytes while idle: the lanes are allocated on
+/// first use and released by [`SendQueue::shrink`] once the connection goes quiet.
 #[derive(Debug, Default)]
 pub struct SendQueue {
+    lanes: Option<Box<Lanes>>,
+}
+
+#[derive(Debug, Default)]
+struct Lanes {
     /// The frame being written, and how many of its bytes already went out.
     head: Option<(Bytes, usize)>,
     control: VecDeque<Bytes>,
@@ -21,71 +27,79 @@ pub struct SendQueue {
     queued: usize,
 }
 
+impl Lanes {
+    fn next_frame(&mut self) -> Option<Bytes> {
+        self.control.pop_front().or_else(|| self.data.pop_front())
+    }
+}
+
 impl SendQueue {
     /// An empty queue (allocates nothing until used).
     pub fn new() -> Self {
         Self::default()
     }
 
+    fn lanes(&mut self) -> &mut Lanes {
+        self.lanes.get_or_insert_with(Default::default)
+    }
+
     /// Bytes waiting to be written.
     pub fn queued_bytes(&self) -> usize {
-        self.queued
+        self.lanes.as_ref().map_or(0, |l| l.queued)
     }
 
     /// Whether nothing waits to be written.
     pub fn is_empty(&self) -> bool {
-        self.queued == 0
+        self.queued_bytes() == 0
     }
 
     /// Queue a data frame behind earlier data.
     pub fn push_data(&mut self, frame: Bytes) {
-        self.queued += frame.len();
-        self.data.push_back(frame);
+        let l = self.lanes();
+        l.queued += frame.len();
+        l.data.push_back(frame);
     }
 
     /// Queue a control frame ahead of all data not yet started.
     pub fn push_control(&mut self, frame: Bytes) {
-        self.queued += frame.len();
-        self.control.push_back(frame);
+        let l = self.lanes();
+        l.queued += frame.len();
+        l.control.push_back(frame);
     }
 
     /// Drop every data frame not yet started (the head, if half written, stays: the peer must
     /// receive whole frames). Returns the bytes discarded.
     pub fn discard_data(&mut self) -> usize {
-        let dropped: usize = self.data.iter().map(Bytes::len).sum();
-        self.data.clear();
-        self.queued -= dropped;
+        let Some(l) = self.lanes.as_mut() else { return 0 };
+        let dropped: usize = l.data.iter().map(Bytes::len).sum();
+        l.data.clear();
+        l.queued -= dropped;
         dropped
     }
 
-    /// Release memory held by empty lanes (called when a connection goes quiet).
+    /// Release all memory if nothing is queued (called when a connection goes quiet, not
+    /// after every write: a busy connection keeps its lanes instead of reallocating them).
     pub fn shrink(&mut self) {
-        if self.control.is_empty() {
-            self.control = VecDeque::new();
+        if self.is_empty() {
+            self.lanes = None;
         }
-        if self.data.is_empty() {
-            self.data = VecDeque::new();
-        }
-    }
-
-    fn next_frame(&mut self) -> Option<Bytes> {
-        self.control.pop_front().or_else(|| self.data.pop_front())
     }
 
     /// Fill `out` with the next slices to write, in order; returns how many were filled.
     pub fn fill_slices<'a>(&'a mut self, out: &mut [IoSlice<'a>]) -> usize {
+        let Some(l) = self.lanes.as_deref_mut() else { return 0 };
         if out.is_empty() {
             return 0;
         }
-        if self.head.is_none() {
-            self.head = self.next_frame().map(|b| (b, 0));
+        if l.head.is_none() {
+            l.head = l.next_frame().map(|b| (b, 0));
         }
-        let Some((frame, off)) = &self.head else {
+        let Some((frame, off)) = &l.head else {
             return 0;
         };
         out[0] = IoSlice::new(&frame[*off..]);
         let mut n = 1;
-        for frame in self.control.iter().chain(self.data.iter()) {
+        for frame in l.control.iter().chain(l.data.iter()) {
             if n == out.len() {
                 break;
             }
@@ -97,12 +111,13 @@ impl SendQueue {
 
     /// Record that `written` bytes from the front of the queue went out.
     pub fn advance(&mut self, mut written: usize) {
-        debug_assert!(written <= self.queued);
-        self.queued -= written.min(self.queued);
+        let Some(l) = self.lanes.as_deref_mut() else { return };
+        debug_assert!(written <= l.queued);
+        l.queued -= written.min(l.queued);
         while written > 0 {
-            let Some((frame, off)) = self.head.as_mut() else {
-                self.head = self.next_frame().map(|b| (b, 0));
-                if self.head.is_none() {
+            let Some((frame, off)) = l.head.as_mut() else {
+                l.head = l.next_frame().map(|b| (b, 0));
+                if l.head.is_none() {
                     return;
                 }
                 continue;
@@ -113,11 +128,11 @@ impl SendQueue {
                 return;
             }
             written -= left;
-            self.head = self.next_frame().map(|b| (b, 0));
+            l.head = l.next_frame().map(|b| (b, 0));
         }
-        if let Some((frame, off)) = &self.head {
+        if let Some((frame, off)) = &l.head {
             if *off == frame.len() {
-                self.head = None;
+                l.head = None;
             }
         }
     }
@@ -182,6 +197,18 @@ mod tests {
             assert_eq!(drain_all(&mut q, chunk), b"hello world", "chunk {chunk}");
             assert_eq!(q.queued_bytes(), 0);
         }
+    }
+
+    #[test]
+    fn an_idle_queue_is_eight_bytes_and_shrinks_back() {
+        assert_eq!(std::mem::size_of::<SendQueue>(), 8);
+        let mut q = SendQueue::new();
+        q.push_data(Bytes::from_static(b"x"));
+        q.shrink();
+        assert_eq!(q.queued_bytes(), 1, "shrink keeps queued frames");
+        assert_eq!(drain_all(&mut q, 1), b"x");
+        q.shrink();
+        assert!(q.lanes.is_none());
     }
 
     #[test]

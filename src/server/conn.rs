@@ -161,26 +161,23 @@ pub(crate) async fn run(w: Rc<WorkerInner>, stream: TcpStream, conn: Rc<Conn>) {
         if conn.phase.get() == Phase::Dead {
             break;
         }
-        let read = !w.read_paused(&conn);
-        let write = conn.write_blocked.get();
-        let wake = match (read, write) {
-            (true, false) => monoio::select! {
-                r = stream.readable(false) => if r.is_ok() { Wake::Read } else { Wake::Error },
-                _ = conn.kicked() => Wake::Kick,
-            },
-            (true, true) => monoio::select! {
-                r = stream.readable(false) => if r.is_ok() { Wake::Read } else { Wake::Error },
+        // One readiness wait at a time, plus the kick: a blocked write waits for writability
+        // only (the peer is not reading, so we stop reading too); otherwise we wait to read
+        // unless our queue for this peer is over half its bound. Keeping a single operation
+        // in the wait keeps this future, which every idle connection holds, small.
+        let wake = if conn.write_blocked.get() {
+            monoio::select! {
                 r = stream.writable(false) => if r.is_ok() { Wake::Write } else { Wake::Error },
                 _ = conn.kicked() => Wake::Kick,
-            },
-            (false, true) => monoio::select! {
-                r = stream.writable(false) => if r.is_ok() { Wake::Write } else { Wake::Error },
-                _ = conn.kicked() => Wake::Kick,
-            },
-            (false, false) => {
-                conn.kicked().await;
-                Wake::Kick
             }
+        } else if !w.read_paused(&conn) {
+            monoio::select! {
+                r = stream.readable(false) => if r.is_ok() { Wake::Read } else { Wake::Error },
+                _ = conn.kicked() => Wake::Kick,
+            }
+        } else {
+            conn.kicked().await;
+            Wake::Kick
         };
         match wake {
             Wake::Read => w.on_readable(&conn),

@@ -34,8 +34,8 @@ pub fn check_nofile(max_connections: usize, workers: usize) -> usize {
         effective_max_connections = fits,
         "RLIMIT_NOFILE is too low for max_connections; connections beyond {fits} will be refused. \
          Fix: raise the limit to at least {needed} (`ulimit -n {needed}` in the shell that \
-         starts corecast, LimitNOFILE={needed} in its systemd unit, and fs.nr_open >= {needed}; \
-         tuning/ has scripts), or lower --max-connections to {fits}"
+         starts corecast, LimitNOFILE={needed} in its systemd unit, and fs.nr_open >= {needed}), \
+         or lower --max-connections to {fits}"
     );
     fits
 }

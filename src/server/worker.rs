@@ -38,8 +38,6 @@ pub(crate) const TICK: Duration = Duration::from_millis(100);
 const SCRATCH_BYTES: usize = 64 * 1024;
 /// Slices handed to one `sendmsg`.
 const MAX_IOV: usize = 64;
-/// A fragment buffer or read tail larger than this is freed, not kept, once empty.
-const KEEP_BUF_BYTES: usize = 4 * 1024;
 /// Wheel size: 4096 ticks of 100 ms, about 6.8 minutes.
 const WHEEL_SLOTS: usize = 4096;
 
@@ -229,9 +227,10 @@ impl WorkerInner {
                 rbuf.extend_from_slice(&scratch[..n]);
                 let used = self.process(conn, &mut rbuf);
                 rbuf.drain(..used);
-                if rbuf.is_empty() && rbuf.capacity() > KEEP_BUF_BYTES {
+                if rbuf.is_empty() {
+                    // Idle connections own no read memory.
                     *rbuf = Vec::new();
-                } else if !rbuf.is_empty() {
+                } else {
                     self.reserve_frame(conn, &mut rbuf);
                 }
             }
@@ -314,7 +313,9 @@ impl WorkerInner {
         let mut out = Vec::with_capacity(160);
         handshake::write_accept(req.key, protocol, None, &mut out);
         conn.queue.borrow_mut().push_data(Bytes::from(out));
-        self.mark_dirty(conn);
+        // Answer now and hand the queue's memory back: most connections then sit idle.
+        self.flush(conn);
+        conn.queue.borrow_mut().shrink();
         conn.phase.set(Phase::Open);
         conn.opened.set(true);
         self.stats.opened.inc();
@@ -358,11 +359,6 @@ impl WorkerInner {
                     let whole = std::mem::take(&mut *msg);
                     drop(msg);
                     self.deliver(conn, conn.msg_op.get(), &whole);
-                    let mut msg = conn.msg.borrow_mut();
-                    if whole.capacity() <= KEEP_BUF_BYTES && msg.capacity() == 0 {
-                        *msg = whole;
-                        msg.clear();
-                    }
                 }
             }
             Decoded::Ping(payload) => {
@@ -520,6 +516,7 @@ impl WorkerInner {
         if conn.write_blocked.get() || conn.phase.get() == Phase::Dead {
             return;
         }
+        let was_paused = self.read_paused(conn);
         let mut q = conn.queue.borrow_mut();
         while !q.is_empty() {
             let res = {
@@ -543,8 +540,11 @@ impl WorkerInner {
                 }
             }
         }
-        q.shrink();
         drop(q);
+        if was_paused {
+            // Its task stopped reading while the queue was over half the bound: resume.
+            conn.kick();
+        }
         match conn.after_flush.replace(AfterFlush::Nothing) {
             AfterFlush::Nothing => {}
             AfterFlush::ShutdownWrite => io::shutdown(conn.fd, Shutdown::Write),
@@ -604,13 +604,19 @@ impl WorkerInner {
                     conn.kill();
                     return;
                 }
-                let mut next_ping = conn.last_ping.get() + self.set.ping_ticks;
+                // Ping only a connection we have not heard from for a whole interval: traffic
+                // from the peer already proves it is alive.
+                let heard = conn.last_rx.get().max(conn.last_ping.get());
+                let mut next_ping = heard + self.set.ping_ticks;
                 if now >= next_ping {
                     self.stats.pings_sent.inc();
                     self.push_control(conn, OpCode::Ping, b"");
+                    self.flush(conn);
                     conn.last_ping.set(now);
                     next_ping = now + self.set.ping_ticks;
                 }
+                // A quiet moment: give the send queue's memory back if it is empty.
+                conn.queue.borrow_mut().shrink();
                 self.schedule(conn, next_ping.min(silent_until));
             }
         }
@@ -618,8 +624,7 @@ impl WorkerInner {
 
     // ----- drain -----
 
-    /// Send close 1001 to `n` open connections (handshaking ones are dropped); returns how
-    /// many were closed.
+    /// Send close 1001 to these open connections (handshaking ones are dropped).
     pub(crate) fn drain_some(&self, keys: &[(u32, u32)]) {
         for &(key, gen) in keys {
             let Some(conn) = self.conn(ConnId { key, gen }) else { continue };

@@ -174,7 +174,11 @@ pub fn read_http_head(s: &mut TcpStream, ctx: &str) -> HttpResponse {
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap();
     let mut parts = status_line.splitn(3, ' ');
-    assert_eq!(parts.next(), Some("HTTP/1.1"), "[{ctx}] status line {status_line:?}");
+    assert_eq!(
+        parts.next(),
+        Some("HTTP/1.1"),
+        "[{ctx}] status line {status_line:?}"
+    );
     let status: u16 = parts
         .next()
         .and_then(|s| s.parse().ok())
@@ -260,7 +264,10 @@ impl Client {
             .write_all(&bytes)
             .unwrap_or_else(|e| panic!("[{ctx}] writing the request: {e}"));
         let response = read_http_head(&mut stream, &ctx);
-        assert_eq!(response.status, 101, "[{ctx}] expected 101, got {response:?}");
+        assert_eq!(
+            response.status, 101,
+            "[{ctx}] expected 101, got {response:?}"
+        );
         let upgrade = response.header("upgrade").unwrap_or_default();
         assert!(
             upgrade.eq_ignore_ascii_case("websocket"),
@@ -326,8 +333,9 @@ impl Client {
         let mut s = self.stream.try_clone().expect("clone the socket");
         let ctx = self.ctx.clone();
         std::thread::spawn(move || {
-            s.write_all(&bytes)
-                .unwrap_or_else(|e| panic!("[{ctx}] background write of {} bytes: {e}", bytes.len()));
+            s.write_all(&bytes).unwrap_or_else(|e| {
+                panic!("[{ctx}] background write of {} bytes: {e}", bytes.len())
+            });
         })
     }
 
@@ -419,7 +427,10 @@ impl Client {
         let len = usize::try_from(len).unwrap();
         if to_opcode(opcode).is_some_and(|o| o.is_control()) {
             assert!(fin, "[{ctx}] fragmented control frame from the server");
-            assert!(len <= 125, "[{ctx}] control frame of {len} bytes from the server");
+            assert!(
+                len <= 125,
+                "[{ctx}] control frame of {len} bytes from the server"
+            );
         }
         if b.len() < header_len + len {
             // Make room for the whole frame at once.
@@ -464,7 +475,10 @@ impl Client {
     pub fn read_frame(&mut self) -> Frame {
         match self.try_read_frame() {
             Ok(Some(f)) => f,
-            Ok(None) => panic!("[{}] server closed the connection, expected a frame", self.ctx),
+            Ok(None) => panic!(
+                "[{}] server closed the connection, expected a frame",
+                self.ctx
+            ),
             Err(e) => panic!("[{}] reading a frame: {e}", self.ctx),
         }
     }
@@ -596,7 +610,10 @@ impl Client {
 
     fn check_close_code(&mut self, f: &Frame, codes: &[u16]) -> String {
         let Some((got, reason)) = f.close_parts() else {
-            panic!("[{}] expected close {codes:?}, got an empty close", self.ctx);
+            panic!(
+                "[{}] expected close {codes:?}, got an empty close",
+                self.ctx
+            );
         };
         assert!(
             codes.contains(&got),

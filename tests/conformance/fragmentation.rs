@@ -196,7 +196,11 @@ fn fragmented_control_frame_is_1002() {
 
             let mut c = env.connect(format!("fragmented {name} inside message"));
             let mut all = c.build(op::TEXT, false, b"abc");
-            let payload: &[u8] = if opcode == op::CLOSE { &[0x03, 0xE8] } else { b"x" };
+            let payload: &[u8] = if opcode == op::CLOSE {
+                &[0x03, 0xE8]
+            } else {
+                b"x"
+            };
             all.extend(c.build(opcode, false, payload));
             c.send_raw(&all);
             c.expect_close(1002);
@@ -204,10 +208,12 @@ fn fragmented_control_frame_is_1002() {
     });
 }
 
-/// Autobahn 5.15: a complete fragmented message, then a continuation that starts nothing.
-/// The first message is echoed before the connection fails with 1002.
+/// BUG (Autobahn 5.15): a complete fragmented message, then a continuation that starts
+/// nothing, in one write. The first message must be echoed before the connection fails with
+/// 1002; the server drops the queued echo (`fail` -> `discard_data`) and sends only the
+/// close.
 #[test]
-fn fragmented_message_then_stray_continuation_echoes_then_1002() {
+fn bug_protocol_error_discards_queued_echo_stray_continuation() {
     each_driver(|env| {
         let mut c = env.connect("5.15");
         let mut all = c.build(op::TEXT, false, b"fragment1");
@@ -216,6 +222,22 @@ fn fragmented_message_then_stray_continuation_echoes_then_1002() {
         all.extend(c.build(op::TEXT, true, b"fragment4"));
         c.send_raw(&all);
         c.expect_text("fragment1fragment2");
+        c.expect_close(1002);
+    });
+}
+
+/// Autobahn 5.15 with the first message answered before the stray continuation is sent.
+#[test]
+fn answered_fragmented_message_then_stray_continuation_is_1002() {
+    each_driver(|env| {
+        let mut c = env.connect("5.15 answered first");
+        let mut all = c.build(op::TEXT, false, b"fragment1");
+        all.extend(c.build(op::CONT, true, b"fragment2"));
+        c.send_raw(&all);
+        c.expect_text("fragment1fragment2");
+        let mut all = c.build(op::CONT, false, b"fragment3");
+        all.extend(c.build(op::TEXT, true, b"fragment4"));
+        c.send_raw(&all);
         c.expect_close(1002);
     });
 }

@@ -115,11 +115,13 @@ fn header_arriving_one_byte_at_a_time() {
         for len in [5usize, 125, 126, 300, 65535, 65536, 70_000] {
             let payload = binary_payload(len);
             let f = c.build(op::BINARY, true, &payload);
-            let header = 2 + 4 + match len {
-                0..=125 => 0,
-                126..=65535 => 2,
-                _ => 8,
-            };
+            let header = 2
+                + 4
+                + match len {
+                    0..=125 => 0,
+                    126..=65535 => 2,
+                    _ => 8,
+                };
             for b in &f[..header] {
                 c.send_raw(std::slice::from_ref(b));
                 std::thread::sleep(Duration::from_millis(2));

@@ -127,8 +127,14 @@ fn subprotocol_negotiation() {
         |c| c.subprotocols = vec!["chat.v2".into(), "chat.v1".into(), "mqtt".into()],
         |env| {
             let cases: [(&str, Option<&str>); 7] = [
-                ("Sec-WebSocket-Protocol: chat.v1, chat.v2\r\n", Some("chat.v1")),
-                ("Sec-WebSocket-Protocol: chat.v2, chat.v1\r\n", Some("chat.v2")),
+                (
+                    "Sec-WebSocket-Protocol: chat.v1, chat.v2\r\n",
+                    Some("chat.v1"),
+                ),
+                (
+                    "Sec-WebSocket-Protocol: chat.v2, chat.v1\r\n",
+                    Some("chat.v2"),
+                ),
                 ("Sec-WebSocket-Protocol: soap, wamp, mqtt\r\n", Some("mqtt")),
                 (
                     "Sec-WebSocket-Protocol: soap\r\nSec-WebSocket-Protocol: chat.v1\r\n",
@@ -160,7 +166,12 @@ fn subprotocol_negotiation() {
             env.ctx("no subprotocols configured"),
             "Sec-WebSocket-Protocol: chat.v1\r\n",
         );
-        assert_eq!(c.response.header("sec-websocket-protocol"), None, "[{}]", c.ctx);
+        assert_eq!(
+            c.response.header("sec-websocket-protocol"),
+            None,
+            "[{}]",
+            c.ctx
+        );
     });
 }
 
@@ -179,7 +190,12 @@ fn permessage_deflate_offer_is_declined() {
         );
         c.send_text("plain");
         c.expect_text("plain");
-        let f = c.build_raw(op::TEXT, true, 0b100, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
+        let f = c.build_raw(
+            op::TEXT,
+            true,
+            0b100,
+            &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00],
+        );
         c.send_raw(&f);
         c.expect_close(1002);
     });
@@ -192,7 +208,12 @@ fn pipelined_frames_after_request_are_processed() {
     each_driver(|env| {
         let req = upgrade_request(env.addr(), "");
         let mut frames = crate::client::frame(op::TEXT, true, b"pipelined", [1, 2, 3, 4]);
-        frames.extend(crate::client::frame(op::BINARY, true, &[0xAB; 300], [5, 6, 7, 8]));
+        frames.extend(crate::client::frame(
+            op::BINARY,
+            true,
+            &[0xAB; 300],
+            [5, 6, 7, 8],
+        ));
         let mut c = Client::connect_raw(
             env.addr(),
             env.ctx("pipelined data"),
@@ -211,7 +232,8 @@ fn pipelined_ping_after_request_is_answered_after_101() {
     each_driver(|env| {
         let req = upgrade_request(env.addr(), "");
         let ping = crate::client::frame(op::PING, true, b"early", [1, 2, 3, 4]);
-        let mut c = Client::connect_raw(env.addr(), env.ctx("pipelined ping"), req.as_bytes(), &ping);
+        let mut c =
+            Client::connect_raw(env.addr(), env.ctx("pipelined ping"), req.as_bytes(), &ping);
         c.expect_pong(b"early");
         c.close_normally();
     });
@@ -224,11 +246,17 @@ fn pipelined_close_or_error_after_request_comes_after_101() {
     each_driver(|env| {
         let req = upgrade_request(env.addr(), "");
         let close = crate::client::frame(op::CLOSE, true, &1000u16.to_be_bytes(), [1, 2, 3, 4]);
-        let mut c = Client::connect_raw(env.addr(), env.ctx("pipelined close"), req.as_bytes(), &close);
+        let mut c = Client::connect_raw(
+            env.addr(),
+            env.ctx("pipelined close"),
+            req.as_bytes(),
+            &close,
+        );
         c.expect_close_echo(Some(1000));
 
         let bad = crate::client::raw_frame(op::TEXT, true, 0, None, b"unmasked");
-        let mut c = Client::connect_raw(env.addr(), env.ctx("pipelined error"), req.as_bytes(), &bad);
+        let mut c =
+            Client::connect_raw(env.addr(), env.ctx("pipelined error"), req.as_bytes(), &bad);
         c.expect_close(1002);
     });
 }
@@ -260,9 +288,23 @@ fn missing_or_invalid_fields_are_400() {
             ("missing Sec-WebSocket-Key", format!("{h}{up}{conn}{ver}")),
             ("missing Upgrade", format!("{h}{conn}{key}{ver}")),
             ("missing Connection", format!("{h}{up}{key}{ver}")),
-            ("Upgrade not websocket", format!("{h}Upgrade: h2c\r\n{conn}{key}{ver}")),
-            ("Connection without Upgrade", format!("{h}{up}Connection: keep-alive\r\n{key}{ver}")),
-            ("key too short", format!("{h}{up}{conn}Sec-WebSocket-Key: c2hvcnQ=\r\n{ver}")),
+            (
+                "Upgrade not websocket",
+                format!("{h}Upgrade: h2c\r\n{conn}{key}{ver}"),
+            ),
+            (
+                "Connection without Upgrade",
+                format!("{h}{up}Connection: keep-alive\r\n{key}{ver}"),
+            ),
+            (
+                "key too short",
+                format!("{h}{up}{conn}Sec-WebSocket-Key: c2hvcnQ=\r\n{ver}"),
+            ),
+            (
+                "duplicate Sec-WebSocket-Key",
+                format!("{h}{up}{conn}{key}{key}{ver}"),
+            ),
+            ("duplicate Host", format!("{h}{h}{up}{conn}{key}{ver}")),
             (
                 "key not base64 of 16 bytes",
                 format!("{h}{up}{conn}Sec-WebSocket-Key: !!!!!!!!!!!!!!!!!!!!!!==\r\n{ver}"),
@@ -273,8 +315,18 @@ fn missing_or_invalid_fields_are_400() {
         }
         // Not a GET, and not HTTP/1.1.
         let tail = format!("{h}{up}{conn}{key}{ver}\r\n");
-        expect_status(env, "POST", format!("POST /chat HTTP/1.1\r\n{tail}").as_bytes(), 400);
-        expect_status(env, "HTTP/1.0", format!("GET /chat HTTP/1.0\r\n{tail}").as_bytes(), 400);
+        expect_status(
+            env,
+            "POST",
+            format!("POST /chat HTTP/1.1\r\n{tail}").as_bytes(),
+            400,
+        );
+        expect_status(
+            env,
+            "HTTP/1.0",
+            format!("GET /chat HTTP/1.0\r\n{tail}").as_bytes(),
+            400,
+        );
     });
 }
 

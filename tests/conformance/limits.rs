@@ -42,7 +42,12 @@ fn header_64(raw_op: u8, fin: bool, len: u64) -> Vec<u8> {
 /// 7-bit (125), 16-bit (65535 / 65536) and an arbitrary (1024) boundary.
 #[test]
 fn frame_at_max_frame_bytes_passes_one_over_is_1009() {
-    for (max_frame, max_message) in [(125usize, 125usize), (1024, 4096), (65535, 65535), (65536, 1 << 20)] {
+    for (max_frame, max_message) in [
+        (125usize, 125usize),
+        (1024, 4096),
+        (65535, 65535),
+        (65536, 1 << 20),
+    ] {
         each_driver_with(limits(max_frame, max_message), |env| {
             let mut c = env.connect(format!("frame of max_frame_bytes={max_frame}"));
             c.send_text(&ascii_text(max_frame));
@@ -149,7 +154,10 @@ fn header_announcing_2_63_minus_1_bytes_is_refused() {
         for (name, prefix) in [
             ("binary", vec![]),
             ("text", vec![]),
-            ("continuation", raw_frame(op::BINARY, false, 0, Some([9, 9, 9, 9]), b"start")),
+            (
+                "continuation",
+                raw_frame(op::BINARY, false, 0, Some([9, 9, 9, 9]), b"start"),
+            ),
             ("4 GiB binary", vec![]),
         ] {
             let mut c = env.connect(format!("huge length: {name}"));

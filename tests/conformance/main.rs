@@ -40,7 +40,10 @@ mod masking;
 mod reserved;
 mod utf8;
 
-use std::net::SocketAddr;
+use std::{
+    net::SocketAddr,
+    panic::{catch_unwind, AssertUnwindSafe},
+};
 
 use corecast::{Config, Driver};
 
@@ -71,36 +74,50 @@ impl Env {
     }
 }
 
-/// Says which driver was running when a test body panics.
-struct DriverGuard(Driver);
-
-impl Drop for DriverGuard {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("conformance: failed under driver {:?}", self.0);
-        }
-    }
-}
-
 /// Run `body` once per driver against an echo server with the test configuration.
 pub fn each_driver(body: impl FnMut(&Env)) {
     each_driver_with(|_| {}, body);
 }
 
 /// Run `body` once per driver against an echo server whose test configuration `tweak` edits.
+/// Every driver runs even when an earlier one fails; the test then fails naming the drivers
+/// that failed (each failure's own message, with its driver and case, is printed as it
+/// happens).
 pub fn each_driver_with(tweak: impl Fn(&mut Config), mut body: impl FnMut(&Env)) {
     let list = drivers();
     assert!(!list.is_empty(), "CORECAST_TEST_DRIVERS selects no driver");
+    let mut failed = Vec::new();
     for driver in list {
-        let _guard = DriverGuard(driver);
         let mut cfg = test_config(driver);
         tweak(&mut cfg);
         let env = Env {
             driver,
             server: start_echo(cfg),
         };
-        body(&env);
+        if catch_unwind(AssertUnwindSafe(|| body(&env))).is_err() {
+            failed.push(driver);
+        }
     }
+    assert!(
+        failed.is_empty(),
+        "conformance: failed under driver(s) {failed:?}"
+    );
+}
+
+/// Run `check` for every case, even after one fails; then fail naming every failed case.
+/// For tests whose cases fail independently (each failure's message is printed as it
+/// happens).
+pub fn each_case<T: std::fmt::Debug>(
+    cases: impl IntoIterator<Item = T>,
+    mut check: impl FnMut(&T),
+) {
+    let mut failed = Vec::new();
+    for case in cases {
+        if catch_unwind(AssertUnwindSafe(|| check(&case))).is_err() {
+            failed.push(format!("{case:?}"));
+        }
+    }
+    assert!(failed.is_empty(), "failed cases: {}", failed.join(", "));
 }
 
 /// A deterministic text of `len` ASCII bytes.
@@ -110,5 +127,7 @@ pub fn ascii_text(len: usize) -> String {
 
 /// A deterministic binary payload of `len` bytes covering every byte value.
 pub fn binary_payload(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i.wrapping_mul(31) ^ (i >> 8)) as u8).collect()
+    (0..len)
+        .map(|i| (i.wrapping_mul(31) ^ (i >> 8)) as u8)
+        .collect()
 }

@@ -15,7 +15,10 @@ fn unmasked_frame_of_each_opcode_is_1002() {
             ("text", raw_frame(op::TEXT, true, 0, None, b"hello")),
             ("empty text", raw_frame(op::TEXT, true, 0, None, b"")),
             ("binary", raw_frame(op::BINARY, true, 0, None, &[1, 2, 3])),
-            ("binary 16-bit len", raw_frame(op::BINARY, true, 0, None, &[7; 300])),
+            (
+                "binary 16-bit len",
+                raw_frame(op::BINARY, true, 0, None, &[7; 300]),
+            ),
             ("ping", raw_frame(op::PING, true, 0, None, b"p")),
             ("pong", raw_frame(op::PONG, true, 0, None, b"")),
             (
@@ -67,7 +70,9 @@ fn each_frame_is_unmasked_with_its_own_key() {
             [0x80, 0x01, 0x7F, 0xFE],
         ];
         // RFC 6455 5.7: a single-frame masked text "Hello".
-        c.send_raw(&[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]);
+        c.send_raw(&[
+            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+        ]);
         c.expect_text("Hello");
         let data = binary_payload(1001);
         let mut all = Vec::new();

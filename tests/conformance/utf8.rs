@@ -70,7 +70,10 @@ const INVALID: &[(&str, &[u8])] = &[
     ("truncated 3-byte", &[0xE2, 0x82]),
     ("truncated 4-byte", &[0xF0, 0x9F, 0x98]),
     ("ascii then truncated", b"abc\xE2"),
-    ("concatenated incomplete", &[0xC0, 0xE0, 0x80, 0xF0, 0x80, 0x80]),
+    (
+        "concatenated incomplete",
+        &[0xC0, 0xE0, 0x80, 0xF0, 0x80, 0x80],
+    ),
     // Invalid in the middle of valid text (6.3.1).
     (
         "kosme with surrogate",
@@ -252,7 +255,10 @@ fn fail_fast_on_invalid_prefix_of_incomplete_frame() {
     each_driver(|env| {
         for (name, prefix) in [
             ("invalid first byte", &b"\xFF"[..]),
-            ("U+110000 after text", &b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4\x90\x80\x80"[..]),
+            (
+                "U+110000 after text",
+                &b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4\x90\x80\x80"[..],
+            ),
             ("surrogate after text", &b"Hello \xed\xa0\x80"[..]),
             ("overlong", &b"\xC0\x80"[..]),
         ] {
@@ -266,6 +272,29 @@ fn fail_fast_on_invalid_prefix_of_incomplete_frame() {
                 c.send_raw(&f[..header + prefix.len() + 16]);
                 expect_fast_1007(&mut c, t);
             }
+        }
+    });
+}
+
+/// Autobahn 6.4.3/6.4.4 in two steps: the header and valid text of a large frame arrive
+/// first (the server buffers the unfinished frame), the invalid bytes later; the close comes
+/// as soon as those arrive, the rest of the frame never being sent.
+#[test]
+fn fail_fast_when_invalid_bytes_arrive_after_valid_prefix() {
+    each_driver(|env| {
+        for announced in [4usize << 10, 1 << 20] {
+            let mut c = env.connect(format!("fail-fast in a later read, {announced}-byte frame"));
+            let mut payload = "κόσμε".repeat(20).into_bytes();
+            let valid = payload.len();
+            payload.extend_from_slice(b"\xed\xa0\x80");
+            payload.resize(announced, b'a');
+            let f = c.build(op::TEXT, true, &payload);
+            let header = if announced <= 0xFFFF { 8 } else { 14 };
+            c.send_raw(&f[..header + valid]);
+            c.expect_silence(Duration::from_millis(100));
+            let t = Instant::now();
+            c.send_raw(&f[header + valid..header + valid + 8]);
+            expect_fast_1007(&mut c, t);
         }
     });
 }
