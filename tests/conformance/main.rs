@@ -24,6 +24,9 @@
 //!
 //! Every test loops over the drivers itself and starts one echo server per driver; the
 //! driver and the case appear in every failure message.
+//!
+//! Tests named `bug_*` reproduce server bugs found by this suite (their doc comments say
+//! what the server does instead); they fail until the server is fixed.
 
 #[path = "../common/mod.rs"]
 mod common;
