@@ -374,13 +374,13 @@ impl WorkerInner {
                     conn.kill();
                     return;
                 }
+                // Answer behind the replies already queued to earlier messages, and stop
+                // decoding: nothing the peer sends after its close frame matters.
                 let mut out = Vec::with_capacity(8);
                 encode_close(frame.map(|f| f.code), "", &mut out);
-                let mut q = conn.queue.borrow_mut();
-                q.discard_data();
-                q.push_control(Bytes::from(out));
-                drop(q);
+                conn.queue.borrow_mut().push_data(Bytes::from(out));
                 conn.close_sent.set(true);
+                conn.discarding.set(true);
                 self.begin_close(conn, AfterFlush::Drop);
             }
         }
@@ -405,12 +405,11 @@ impl WorkerInner {
     fn fail(&self, conn: &Conn, e: ProtocolError) {
         self.stats.protocol_errors.inc();
         tracing::debug!(worker = self.id, error = e.label(), "closing on protocol error");
+        // The close goes behind the replies already queued to the valid messages that came
+        // before the bad frame (a peer must see those answers, then the close).
         let mut out = Vec::with_capacity(32);
         encode_close(Some(e.close_code()), e.reason(), &mut out);
-        let mut q = conn.queue.borrow_mut();
-        q.discard_data();
-        q.push_control(Bytes::from(out));
-        drop(q);
+        conn.queue.borrow_mut().push_data(Bytes::from(out));
         conn.close_sent.set(true);
         conn.discarding.set(true);
         self.begin_close(conn, AfterFlush::ShutdownWrite);
