@@ -1,6 +1,7 @@
-//! Graceful shutdown under each io driver: SIGTERM to the `corecast` binary closes every
-//! client with 1001 over the drain window and exits 0; a second SIGTERM exits at once; and
-//! `Server::drain` does the same in process.
+//! Server lifecycle under each io driver: SIGTERM to the `corecast` binary closes every
+//! client with 1001 over the drain window and exits 0; a second SIGTERM exits at once;
+//! `Server::drain` does the same in process; and starting a server leaves the calling thread
+//! alone.
 
 mod common;
 
@@ -26,7 +27,14 @@ impl Proc {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let log = tempfile::NamedTempFile::new().unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_corecast"))
-            .args(["--listen", &addr.to_string(), "--drain-window", "1s", "--workers", "2"])
+            .args([
+                "--listen",
+                &addr.to_string(),
+                "--drain-window",
+                "1s",
+                "--workers",
+                "2",
+            ])
             .args(["--driver", driver_flag(driver), "--pin-workers", "false"])
             .args(extra)
             .env_remove("CORECAST_CONFIG")
@@ -39,8 +47,16 @@ impl Proc {
         let up = wait_until(Duration::from_secs(10), || {
             TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
         });
-        assert!(up, "{driver:?}: corecast did not listen on {addr}: {}", p.output());
-        assert!(p.child.try_wait().unwrap().is_none(), "{driver:?}: exited: {}", p.output());
+        assert!(
+            up,
+            "{driver:?}: corecast did not listen on {addr}: {}",
+            p.output()
+        );
+        assert!(
+            p.child.try_wait().unwrap().is_none(),
+            "{driver:?}: exited: {}",
+            p.output()
+        );
         (p, addr)
     }
 
@@ -111,7 +127,10 @@ fn sigterm_closes_every_client_with_1001_and_exits_0() {
         assert_eq!(results.len(), 20, "{driver:?}");
         for (i, code, answered) in &results {
             assert_eq!(*code, 1001, "{driver:?}: client {i}");
-            assert!(answered, "{driver:?}: client {i} did not see TCP close after the handshake");
+            assert!(
+                answered,
+                "{driver:?}: client {i} did not see TCP close after the handshake"
+            );
         }
         assert_eq!(read_close(&mut probe).0, 1001, "{driver:?}: probe");
         assert!(finishes_closed(&mut probe), "{driver:?}");
@@ -119,11 +138,15 @@ fn sigterm_closes_every_client_with_1001_and_exits_0() {
         let status = proc.wait(Duration::from_secs(8));
         let took = sent.elapsed();
         let out = proc.output();
-        let status = status.unwrap_or_else(|| panic!("{driver:?}: still running {took:?} after SIGTERM:\n{out}"));
+        let status = status
+            .unwrap_or_else(|| panic!("{driver:?}: still running {took:?} after SIGTERM:\n{out}"));
         assert!(status.success(), "{driver:?}: exit {status}:\n{out}");
         assert!(took < Duration::from_secs(8), "{driver:?}: took {took:?}");
         // The port is released.
-        assert!(TcpStream::connect(addr).is_err(), "{driver:?}: still accepting after exit");
+        assert!(
+            TcpStream::connect(addr).is_err(),
+            "{driver:?}: still accepting after exit"
+        );
     }
 }
 
@@ -137,7 +160,10 @@ fn second_sigterm_exits_immediately_with_nonzero_status() {
         // The drain has started once this client gets its 1001; it never answers.
         assert_eq!(read_close_frame(&mut s).0, 1001, "{driver:?}");
         thread::sleep(Duration::from_millis(200));
-        assert!(proc.child.try_wait().unwrap().is_none(), "{driver:?}: should still be draining");
+        assert!(
+            proc.child.try_wait().unwrap().is_none(),
+            "{driver:?}: should still be draining"
+        );
 
         let sent = Instant::now();
         proc.signal(signal::Signal::SIGTERM);
@@ -145,8 +171,16 @@ fn second_sigterm_exits_immediately_with_nonzero_status() {
         let out = proc.output();
         let status = status.unwrap_or_else(|| panic!("{driver:?}: second SIGTERM ignored:\n{out}"));
         assert!(!status.success(), "{driver:?}: {status}:\n{out}");
-        assert_eq!(status.code(), Some(128 + 15), "{driver:?}: {status}:\n{out}");
-        assert!(sent.elapsed() < Duration::from_secs(3), "{driver:?}: {:?}", sent.elapsed());
+        assert_eq!(
+            status.code(),
+            Some(128 + 15),
+            "{driver:?}: {status}:\n{out}"
+        );
+        assert!(
+            sent.elapsed() < Duration::from_secs(3),
+            "{driver:?}: {:?}",
+            sent.elapsed()
+        );
         assert!(closed_within(&mut s, Duration::from_secs(3)), "{driver:?}");
     }
 }
@@ -174,4 +208,57 @@ fn in_process_drain_closes_clients_with_1001_and_join_returns() {
         assert!(started.elapsed() < Duration::from_secs(8), "{driver:?}");
         assert_eq!(stats.drained, 6, "{driver:?}: {stats:?}");
     }
+}
+
+/// Set in the child process that `start_on_uring_leaves_no_spurious_eintr_on_calling_thread`
+/// spawns: the io_uring probe runs once per process, so the check needs a fresh one.
+const EINTR_CHILD_ENV: &str = "CORECAST_TEST_EINTR_CHILD";
+
+/// Bug: `ServerBuilder::start` calls `monoio::utils::detect_uring()` on the caller's thread;
+/// the probe ring it creates and drops is torn down asynchronously, and about 15 ms later that
+/// teardown interrupts whatever the calling thread is blocked in: a socket read with a timeout
+/// (or `poll`, `epoll_wait`, `accept`...) fails with EINTR although no signal was sent. An
+/// embedding application sees a spurious error on the thread that started the server.
+/// (Probing on a short-lived thread avoids it: the same read then times out normally.)
+#[test]
+fn start_on_uring_leaves_no_spurious_eintr_on_calling_thread() {
+    use std::{io::Read, os::unix::net::UnixStream};
+    if !drivers().contains(&corecast::Driver::Uring) {
+        return;
+    }
+    if std::env::var_os(EINTR_CHILD_ENV).is_some() {
+        // The first server of this process: the io_uring probe runs now, on this thread.
+        let srv = start_echo(test_config(corecast::Driver::Uring));
+        let (mut a, _b) = UnixStream::pair().unwrap();
+        a.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let started = Instant::now();
+        let r = a.read(&mut [0u8; 8]);
+        let err = r.expect_err("nothing was written");
+        assert!(
+            matches!(
+                err.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "a 500 ms read on the thread that started a uring server failed with {err} after {:?}",
+            started.elapsed()
+        );
+        drop(srv);
+        return;
+    }
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "start_on_uring_leaves_no_spurious_eintr_on_calling_thread",
+        ])
+        .args(["--nocapture", "--test-threads=1"])
+        .env(EINTR_CHILD_ENV, "1")
+        .output()
+        .expect("re-run this test in a child process");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -20,12 +20,19 @@ fn echoes_text_and_binary() {
                 other => panic!("{driver:?}: text {text:?} echoed as {other:?}"),
             }
         }
-        let blobs: [Vec<u8>; 3] = [vec![0, 1, 2, 255], vec![], (0..=255u8).cycle().take(70_000).collect()];
+        let blobs: [Vec<u8>; 3] = [
+            vec![0, 1, 2, 255],
+            vec![],
+            (0..=255u8).cycle().take(70_000).collect(),
+        ];
         for data in blobs {
             ws.send(Message::binary(data.clone())).unwrap();
             match read_data(&mut ws) {
                 Message::Binary(b) => assert_eq!(&b[..], &data[..], "{driver:?}"),
-                other => panic!("{driver:?}: binary of {} bytes echoed as {other:?}", data.len()),
+                other => panic!(
+                    "{driver:?}: binary of {} bytes echoed as {other:?}",
+                    data.len()
+                ),
             }
         }
         let stats = srv.stats();
@@ -70,10 +77,17 @@ fn fragmented_text_with_interleaved_ping_is_echoed_as_one_message() {
         s.write_all(&wire).unwrap();
 
         let pong = read_frame(&mut s).expect("pong");
-        assert_eq!(pong.opcode, 0xA, "{driver:?}: the ping is answered first: {pong:?}");
+        assert_eq!(
+            pong.opcode, 0xA,
+            "{driver:?}: the ping is answered first: {pong:?}"
+        );
         assert_eq!(pong.payload, b"between fragments", "{driver:?}");
         let echo = read_frame(&mut s).expect("echo");
-        assert_eq!((echo.opcode, echo.fin, echo.masked), (0x1, true, false), "{driver:?}: {echo:?}");
+        assert_eq!(
+            (echo.opcode, echo.fin, echo.masked),
+            (0x1, true, false),
+            "{driver:?}: {echo:?}"
+        );
         assert_eq!(echo.payload, bytes, "{driver:?}: echoed as one message");
         assert_eq!(srv.stats().messages_in, 1, "{driver:?}");
 
@@ -126,7 +140,7 @@ fn ping_is_answered_with_pong_of_same_payload() {
         for payload in [&b"are you there?"[..], b"", &[0xAB; 125]] {
             ws.send(Message::Ping(payload.to_vec().into())).unwrap();
             loop {
-                match ws.read().unwrap() {
+                match ws_read(&mut ws).unwrap() {
                     Message::Pong(p) => {
                         assert_eq!(&p[..], payload, "{driver:?}");
                         break;

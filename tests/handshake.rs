@@ -60,7 +60,11 @@ fn bad_requests(addr: SocketAddr) -> Vec<(&'static str, String, u16)> {
         ),
         (
             "9 KiB of headers",
-            upgrade_request(addr, "/", &format!("X-Padding: {}\r\n", "p".repeat(9 * 1024))),
+            upgrade_request(
+                addr,
+                "/",
+                &format!("X-Padding: {}\r\n", "p".repeat(9 * 1024)),
+            ),
             431,
         ),
     ]
@@ -75,21 +79,32 @@ fn bad_upgrade_requests_get_their_status_and_are_closed() {
             let (status, head, _body) = http_exchange(srv.addr, req.as_bytes());
             assert_eq!(status, *want, "{driver:?}: {what}: {head}");
             let lower = head.to_ascii_lowercase();
-            assert!(lower.contains("connection: close"), "{driver:?}: {what}: {head}");
+            assert!(
+                lower.contains("connection: close"),
+                "{driver:?}: {what}: {head}"
+            );
             if *want == 426 {
                 assert!(
-                    head.lines().any(|l| l.eq_ignore_ascii_case("Sec-WebSocket-Version: 13")),
+                    head.lines()
+                        .any(|l| l.eq_ignore_ascii_case("Sec-WebSocket-Version: 13")),
                     "{driver:?}: 426 must name version 13: {head}"
                 );
             }
         }
         assert!(
-            wait_until(std::time::Duration::from_secs(3), || srv.stats().connections == 0),
+            wait_until(std::time::Duration::from_secs(3), || srv
+                .stats()
+                .connections
+                == 0),
             "{driver:?}: {:?}",
             srv.stats()
         );
         let stats = srv.stats();
-        assert_eq!(stats.handshake_rejected, cases.len() as u64, "{driver:?}: {stats:?}");
+        assert_eq!(
+            stats.handshake_rejected,
+            cases.len() as u64,
+            "{driver:?}: {stats:?}"
+        );
         assert_eq!(stats.opened, 0, "{driver:?}: {stats:?}");
     }
 }
@@ -105,9 +120,13 @@ fn valid_upgrade_gets_101_with_accept_key() {
             head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"),
             "{driver:?}: {head}"
         );
-        assert!(!head.contains("Sec-WebSocket-Protocol"), "{driver:?}: none configured: {head}");
         assert!(
-            wait_until(std::time::Duration::from_secs(2), || srv.stats().opened == 1),
+            !head.contains("Sec-WebSocket-Protocol"),
+            "{driver:?}: none configured: {head}"
+        );
+        assert!(
+            wait_until(std::time::Duration::from_secs(2), || srv.stats().opened
+                == 1),
             "{driver:?}: {:?}",
             srv.stats()
         );
@@ -119,7 +138,11 @@ struct Announce;
 
 impl Handler for Announce {
     fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, info: &OpenInfo<'_>) {
-        let text = format!("path={} protocol={}", info.path, info.protocol.unwrap_or("-"));
+        let text = format!(
+            "path={} protocol={}",
+            info.path,
+            info.protocol.unwrap_or("-")
+        );
         ctx.send_text(conn, &text).unwrap();
     }
 
@@ -135,7 +158,10 @@ fn start_with_hook(config: Config) -> TestServer {
         .handler(|_| Announce)
         .handshake_hook(|req: &Request<'_, '_>, _peer: SocketAddr| {
             if req.path.starts_with("/private") {
-                HookDecision::Reject { status: 403, reason: "no entry".into() }
+                HookDecision::Reject {
+                    status: 403,
+                    reason: "no entry".into(),
+                }
             } else {
                 HookDecision::Accept
             }
@@ -143,7 +169,10 @@ fn start_with_hook(config: Config) -> TestServer {
         .start()
         .expect("server starts");
     let addr = server.local_addr();
-    TestServer { server: Some(server), addr }
+    TestServer {
+        server: Some(server),
+        addr,
+    }
 }
 
 #[test]
@@ -159,10 +188,18 @@ fn hook_rejects_with_403_and_accepts_others() {
         let hello = read_data(&mut ws).into_text().unwrap();
         assert_eq!(hello.as_str(), "path=/public/room protocol=-", "{driver:?}");
         ws.send(tungstenite::Message::text("through")).unwrap();
-        assert_eq!(read_data(&mut ws).into_text().unwrap().as_str(), "through", "{driver:?}");
+        assert_eq!(
+            read_data(&mut ws).into_text().unwrap().as_str(),
+            "through",
+            "{driver:?}"
+        );
 
         let stats = srv.stats();
-        assert_eq!((stats.handshake_rejected, stats.opened), (1, 1), "{driver:?}: {stats:?}");
+        assert_eq!(
+            (stats.handshake_rejected, stats.opened),
+            (1, 1),
+            "{driver:?}: {stats:?}"
+        );
     }
 }
 
@@ -179,17 +216,26 @@ fn configured_subprotocol_is_selected_and_echoed() {
         let req = upgrade_request(srv.addr, "/", "Sec-WebSocket-Protocol: mqtt, chat.v1\r\n");
         let (head, mut s) = send_upgrade(srv.addr, &req);
         assert!(head.starts_with("HTTP/1.1 101"), "{driver:?}: {head}");
-        assert!(head.contains("\r\nSec-WebSocket-Protocol: chat.v1\r\n"), "{driver:?}: {head}");
+        assert!(
+            head.contains("\r\nSec-WebSocket-Protocol: chat.v1\r\n"),
+            "{driver:?}: {head}"
+        );
         let hello = read_frame(&mut s).expect("hello");
         assert_eq!(hello.payload, b"path=/ protocol=chat.v1", "{driver:?}");
 
         // tungstenite offering both: it checks the answer names one it offered.
         let mut req = format!("ws://{}/", srv.addr).into_client_request().unwrap();
-        req.headers_mut().insert("Sec-WebSocket-Protocol", "chat.v2, chat.v1".parse().unwrap());
+        req.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "chat.v2, chat.v1".parse().unwrap(),
+        );
         let stream = std::net::TcpStream::connect(srv.addr).unwrap();
         stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
         let (mut ws, resp) = tungstenite::client(req, stream).expect("handshake");
-        let proto = resp.headers().get("Sec-WebSocket-Protocol").map(|v| v.to_str().unwrap());
+        let proto = resp
+            .headers()
+            .get("Sec-WebSocket-Protocol")
+            .map(|v| v.to_str().unwrap());
         assert_eq!(proto, Some("chat.v2"), "{driver:?}");
         assert_eq!(
             read_data(&mut ws).into_text().unwrap().as_str(),
@@ -201,6 +247,9 @@ fn configured_subprotocol_is_selected_and_echoed() {
         let req = upgrade_request(srv.addr, "/", "Sec-WebSocket-Protocol: mqtt\r\n");
         let (head, _s) = send_upgrade(srv.addr, &req);
         assert!(head.starts_with("HTTP/1.1 101"), "{driver:?}: {head}");
-        assert!(!head.contains("Sec-WebSocket-Protocol"), "{driver:?}: {head}");
+        assert!(
+            !head.contains("Sec-WebSocket-Protocol"),
+            "{driver:?}: {head}"
+        );
     }
 }

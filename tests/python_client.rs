@@ -18,7 +18,14 @@ fn python_websockets_available() -> bool {
         Ok(out) if out.status.success() => true,
         other => {
             let why = match other {
-                Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                Ok(out) => {
+                    let err = String::from_utf8_lossy(&out.stderr);
+                    err.trim()
+                        .lines()
+                        .last()
+                        .unwrap_or("import failed")
+                        .to_string()
+                }
                 Err(e) => format!("cannot run python3: {e}"),
             };
             if std::env::var_os("CI").is_some() {
@@ -52,7 +59,10 @@ fn python_websockets_client_passes_against_echo_server() {
             "{driver:?}: client_test.py failed ({}):\n{stdout}\n{stderr}",
             out.status
         );
-        assert!(stdout.contains("5 passed, 0 failed"), "{driver:?}:\n{stdout}\n{stderr}");
+        assert!(
+            stdout.contains("5 passed, 0 failed"),
+            "{driver:?}:\n{stdout}\n{stderr}"
+        );
         let stats = srv.stats();
         assert_eq!(stats.protocol_errors, 0, "{driver:?}: {stats:?}");
         assert!(stats.opened >= 5, "{driver:?}: {stats:?}");

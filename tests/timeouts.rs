@@ -17,37 +17,53 @@ use tungstenite::Message;
 #[test]
 fn slowloris_handshake_is_closed_after_handshake_timeout() {
     for driver in drivers() {
-        let cfg = Config { handshake_timeout: Duration::from_millis(500), ..test_config(driver) };
+        let cfg = Config {
+            handshake_timeout: Duration::from_millis(500),
+            ..test_config(driver)
+        };
         let srv = start_echo(cfg);
         let mut s = TcpStream::connect(srv.addr).unwrap();
         let started = Instant::now();
         // Half a request, then silence.
-        s.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n").unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n")
+            .unwrap();
         assert!(
             closed_within(&mut s, Duration::from_secs(3)),
             "{driver:?}: a stalled handshake is still open after 3 s"
         );
         let took = started.elapsed();
-        assert!(took >= Duration::from_millis(400), "{driver:?}: closed too early: {took:?}");
         assert!(
-            wait_until(Duration::from_secs(2), || srv.stats().handshake_timeouts == 1),
+            took >= Duration::from_millis(400),
+            "{driver:?}: closed too early: {took:?}"
+        );
+        assert!(
+            wait_until(Duration::from_secs(2), || srv.stats().handshake_timeouts
+                == 1),
             "{driver:?}: {:?}",
             srv.stats()
         );
         let stats = srv.stats();
-        assert_eq!((stats.opened, stats.connections), (0, 0), "{driver:?}: {stats:?}");
+        assert_eq!(
+            (stats.opened, stats.connections),
+            (0, 0),
+            "{driver:?}: {stats:?}"
+        );
     }
 }
 
 #[test]
 fn idle_tcp_connection_without_request_is_closed_after_handshake_timeout() {
     for driver in drivers() {
-        let cfg = Config { handshake_timeout: Duration::from_millis(500), ..test_config(driver) };
+        let cfg = Config {
+            handshake_timeout: Duration::from_millis(500),
+            ..test_config(driver)
+        };
         let srv = start_echo(cfg);
         let mut s = TcpStream::connect(srv.addr).unwrap();
         assert!(closed_within(&mut s, Duration::from_secs(3)), "{driver:?}");
         assert!(
-            wait_until(Duration::from_secs(2), || srv.stats().handshake_timeouts == 1),
+            wait_until(Duration::from_secs(2), || srv.stats().handshake_timeouts
+                == 1),
             "{driver:?}: {:?}",
             srv.stats()
         );
@@ -73,7 +89,10 @@ fn silent_client_is_closed_after_heartbeat_timeout() {
         assert_eq!(ping.opcode, 0x9, "{driver:?}: {ping:?}");
         let (code, reason) = read_close_frame(&mut s);
         assert_eq!(code, 1001, "{driver:?}: {reason}");
-        assert!(closed_within(&mut s, Duration::from_secs(3)), "{driver:?}: TCP still open");
+        assert!(
+            closed_within(&mut s, Duration::from_secs(3)),
+            "{driver:?}: TCP still open"
+        );
         let took = started.elapsed();
         assert!(
             took >= Duration::from_millis(1200) && took < Duration::from_secs(4),
@@ -90,12 +109,14 @@ fn client_answering_pings_stays_connected() {
     for driver in drivers() {
         let srv = start_echo(heartbeat_config(driver));
         let mut ws = connect(srv.addr);
-        ws.get_mut().set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        ws.get_mut()
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         let started = Instant::now();
         let mut pings = 0;
         // Keep reading (tungstenite answers each ping with a pong) for well past 1.5 s.
         while started.elapsed() < Duration::from_millis(3500) {
-            match ws.read() {
+            match ws_read(&mut ws) {
                 Ok(Message::Ping(_)) => pings += 1,
                 Ok(other) => panic!("{driver:?}: unexpected {other:?}"),
                 Err(tungstenite::Error::Io(e))
@@ -106,7 +127,11 @@ fn client_answering_pings_stays_connected() {
         assert!(pings >= 2, "{driver:?}: {pings} pings in 3.5 s");
         ws.get_mut().set_read_timeout(Some(READ_TIMEOUT)).unwrap();
         ws.send(Message::text("still here")).unwrap();
-        assert_eq!(read_data(&mut ws).into_text().unwrap().as_str(), "still here", "{driver:?}");
+        assert_eq!(
+            read_data(&mut ws).into_text().unwrap().as_str(),
+            "still here",
+            "{driver:?}"
+        );
         let stats = srv.stats();
         assert_eq!(stats.heartbeat_timeouts, 0, "{driver:?}: {stats:?}");
         assert_eq!(stats.connections, 1, "{driver:?}: {stats:?}");

@@ -16,7 +16,10 @@ use clap::{Parser, Subcommand};
 use socket2::{Domain, Socket, Type};
 
 #[derive(Parser)]
-#[command(version, about = "Load generator for corecast and other WebSocket servers")]
+#[command(
+    version,
+    about = "Load generator for corecast and other WebSocket servers"
+)]
 struct Cli {
     #[command(subcommand)]
     scenario: Scenario,
@@ -106,7 +109,8 @@ fn connect(a: ConnectArgs) {
         handles.push(std::thread::spawn(move || {
             let mut held = Vec::with_capacity(count);
             for i in 0..count {
-                let src = loopback.then(|| Ipv4Addr::new(127, 0, 0, 2 + ((t + i) % n_ips as usize) as u8));
+                let src = loopback
+                    .then(|| Ipv4Addr::new(127, 0, 0, 2 + ((t + i) % n_ips as usize) as u8));
                 match open_one(target, src) {
                     Ok(s) => held.push(s),
                     Err(_) => {
@@ -124,12 +128,26 @@ fn connect(a: ConnectArgs) {
     let rss_after = a.server_pid.and_then(rss_bytes);
     println!("scenario      connect");
     println!("target        {}", a.target);
-    println!("connections   {open} open, {} failed", failures.load(Ordering::Relaxed));
-    println!("ramp          {:.2} s, {:.0} handshakes/s", elapsed.as_secs_f64(), open as f64 / elapsed.as_secs_f64());
+    println!(
+        "connections   {open} open, {} failed",
+        failures.load(Ordering::Relaxed)
+    );
+    println!(
+        "ramp          {:.2} s, {:.0} handshakes/s",
+        elapsed.as_secs_f64(),
+        open as f64 / elapsed.as_secs_f64()
+    );
     if let (Some(b), Some(af)) = (rss_before, rss_after) {
-        println!("server rss    {:.1} MiB before, {:.1} MiB held", b as f64 / 1048576.0, af as f64 / 1048576.0);
+        println!(
+            "server rss    {:.1} MiB before, {:.1} MiB held",
+            b as f64 / 1048576.0,
+            af as f64 / 1048576.0
+        );
         if open > 0 {
-            println!("rss/conn      {:.0} bytes", (af.saturating_sub(b)) as f64 / open as f64);
+            println!(
+                "rss/conn      {:.0} bytes",
+                (af.saturating_sub(b)) as f64 / open as f64
+            );
         }
     }
     drop(held);

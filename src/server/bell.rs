@@ -24,7 +24,11 @@ impl Bell {
     /// Ring: every waiter (now or later) resolves with `window`. Later rings are ignored.
     pub(crate) fn ring(&self, window: Duration) {
         let v = (window.as_millis() as u64).saturating_add(1);
-        if self.state.compare_exchange(0, v, Ordering::AcqRel, Ordering::Acquire).is_err() {
+        if self
+            .state
+            .compare_exchange(0, v, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
             return;
         }
         let wakers = std::mem::take(&mut *self.wakers.lock().unwrap_or_else(|p| p.into_inner()));

@@ -193,4 +193,3 @@ pub(crate) async fn run(w: Rc<WorkerInner>, stream: TcpStream, conn: Rc<Conn>) {
     w.finish(&conn);
     drop(stream);
 }
-

@@ -105,7 +105,8 @@ impl Ctx<'_> {
 
     /// Queue a text message.
     pub fn send_text(&mut self, conn: ConnId, text: &str) -> Result<(), SendError> {
-        self.w.send_data(conn, crate::proto::OpCode::Text, text.as_bytes())
+        self.w
+            .send_data(conn, crate::proto::OpCode::Text, text.as_bytes())
     }
 
     /// Queue a binary message.

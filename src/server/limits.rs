@@ -23,7 +23,11 @@ pub fn check_nofile(max_connections: usize, workers: usize) -> usize {
     let reserve = reserved_fds(workers);
     let needed = max_connections as u64 + reserve;
     if soft >= needed {
-        tracing::info!(nofile = soft, max_connections, "file descriptor limit is sufficient");
+        tracing::info!(
+            nofile = soft,
+            max_connections,
+            "file descriptor limit is sufficient"
+        );
         return max_connections;
     }
     let fits = soft.saturating_sub(reserve).max(1) as usize;

@@ -24,7 +24,7 @@ use std::{
 };
 
 pub use handler::{
-    ConnId, Ctx, HandshakeHook, Handler, HookDecision, Message, OpenInfo, SendError,
+    ConnId, Ctx, Handler, HandshakeHook, HookDecision, Message, OpenInfo, SendError,
 };
 pub use signals::run_until_signalled;
 pub use stats::Stats;
@@ -114,9 +114,9 @@ impl ServerBuilder {
         cfg.validate()?;
         let driver = match cfg.driver {
             Driver::Epoll => ActiveDriver::Epoll,
-            Driver::Uring if monoio::utils::detect_uring() => ActiveDriver::Uring,
+            Driver::Uring if uring_available() => ActiveDriver::Uring,
             Driver::Uring => return Err(ServerError::UringUnavailable),
-            Driver::Auto if monoio::utils::detect_uring() => ActiveDriver::Uring,
+            Driver::Auto if uring_available() => ActiveDriver::Uring,
             Driver::Auto => ActiveDriver::Epoll,
         };
         let workers = cfg.worker_count();
@@ -127,8 +127,12 @@ impl ServerBuilder {
             addr: cfg.listen,
             source: e,
         })?;
-        let factory = self.factory.unwrap_or_else(|| Arc::new(|_| Box::new(NoopHandler)));
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let factory = self
+            .factory
+            .unwrap_or_else(|| Arc::new(|_| Box::new(NoopHandler)));
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         let mut threads = Vec::with_capacity(workers);
         let mut bells = Vec::with_capacity(workers);
         let mut stats = Vec::with_capacity(workers);
@@ -158,7 +162,10 @@ impl ServerBuilder {
                             let mut rt = match $builder.enable_timer().build() {
                                 Ok(rt) => rt,
                                 Err(e) => {
-                                    let _ = ready.send(Err(ServerError::Worker { worker: i, source: e }));
+                                    let _ = ready.send(Err(ServerError::Worker {
+                                        worker: i,
+                                        source: e,
+                                    }));
                                     return Ok(());
                                 }
                             };
@@ -166,12 +173,16 @@ impl ServerBuilder {
                                 let listener = match monoio::net::TcpListener::from_std(listener) {
                                     Ok(l) => l,
                                     Err(e) => {
-                                        let _ = ready.send(Err(ServerError::Worker { worker: i, source: e }));
+                                        let _ = ready.send(Err(ServerError::Worker {
+                                            worker: i,
+                                            source: e,
+                                        }));
                                         return Ok(());
                                     }
                                 };
                                 let handler = factory(i);
-                                let w = Rc::new(worker::WorkerInner::new(i, set, handler, hook, st));
+                                let w =
+                                    Rc::new(worker::WorkerInner::new(i, set, handler, hook, st));
                                 let _ = ready.send(Ok(()));
                                 drop(ready);
                                 worker::main(w, listener, bell).await;
@@ -180,15 +191,19 @@ impl ServerBuilder {
                         }};
                     }
                     match driver {
-                        ActiveDriver::Uring => run_on!(
-                            monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().with_entries(entries)
-                        ),
+                        ActiveDriver::Uring => {
+                            run_on!(monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                                .with_entries(entries))
+                        }
                         ActiveDriver::Epoll => {
                             run_on!(monoio::RuntimeBuilder::<monoio::LegacyDriver>::new())
                         }
                     }
                 })
-                .map_err(|e| ServerError::Worker { worker: i, source: e })?;
+                .map_err(|e| ServerError::Worker {
+                    worker: i,
+                    source: e,
+                })?;
             threads.push(t);
         }
         drop(ready_tx);
@@ -208,8 +223,23 @@ impl ServerBuilder {
             return Err(failed);
         }
         tracing::info!(%addr, workers, %driver, max_connections = max_conns, "corecast listening");
-        Ok(Server { addr, driver, threads, shared })
+        Ok(Server {
+            addr,
+            driver,
+            threads,
+            shared,
+        })
     }
+}
+
+/// Whether io_uring works here. The probe creates and drops a ring; tearing a ring down
+/// interrupts a blocking syscall of the thread that owned it with a spurious EINTR about
+/// 15 ms later (seen on Linux 6.18), so the probe runs on a throwaway thread, never on the
+/// embedder's (regression test: `start_on_uring_leaves_no_spurious_eintr_on_calling_thread`).
+fn uring_available() -> bool {
+    std::thread::spawn(monoio::utils::detect_uring)
+        .join()
+        .unwrap_or(false)
 }
 
 /// Aborts the process when a worker thread unwinds: a dead worker would leave a silent hole
@@ -243,7 +273,9 @@ fn bind_all(
         let l = bind_one(addr, cfg.backlog, driver)
             .map_err(|source| ServerError::Bind { addr, source })?;
         if addr.port() == 0 {
-            addr = l.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
+            addr = l
+                .local_addr()
+                .map_err(|source| ServerError::Bind { addr, source })?;
         }
         out.push(l);
     }
@@ -314,7 +346,11 @@ impl ShutdownHandle {
 impl Server {
     /// A builder with `config`.
     pub fn builder(config: Config) -> ServerBuilder {
-        ServerBuilder { config, factory: None, hook: None }
+        ServerBuilder {
+            config,
+            factory: None,
+            hook: None,
+        }
     }
 
     /// The address the workers listen on (the real port when the config said 0).
@@ -329,7 +365,9 @@ impl Server {
 
     /// A handle to drain the server from another thread (a signal handler thread, a test).
     pub fn shutdown_handle(&self) -> ShutdownHandle {
-        ShutdownHandle { shared: self.shared.clone() }
+        ShutdownHandle {
+            shared: self.shared.clone(),
+        }
     }
 
     /// The counters, summed over workers.

@@ -22,7 +22,11 @@ pub fn run_until_signalled(builder: ServerBuilder) -> Result<(), ServerError> {
         .name("corecast-signals".into())
         .spawn(move || {
             let Ok(first) = set.wait() else { return };
-            let window = if first == Signal::SIGINT { std::time::Duration::ZERO } else { window };
+            let window = if first == Signal::SIGINT {
+                std::time::Duration::ZERO
+            } else {
+                window
+            };
             tracing::info!(signal = %first, ?window, "draining: closing connections with 1001");
             handle.drain(window);
             if let Ok(second) = set.wait() {
@@ -30,7 +34,10 @@ pub fn run_until_signalled(builder: ServerBuilder) -> Result<(), ServerError> {
                 std::process::exit(128 + second as i32);
             }
         })
-        .map_err(|e| ServerError::Worker { worker: usize::MAX, source: e })?;
+        .map_err(|e| ServerError::Worker {
+            worker: usize::MAX,
+            source: e,
+        })?;
     let result = server.join();
     tracing::info!("all workers stopped");
     result

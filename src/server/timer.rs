@@ -16,7 +16,10 @@ pub struct TimerWheel {
 impl TimerWheel {
     /// A wheel with `slots` slots (the furthest schedulable tick is `slots - 1` ahead).
     pub fn new(slots: usize) -> Self {
-        TimerWheel { slots: (0..slots.max(2)).map(|_| Vec::new()).collect(), next: 0 }
+        TimerWheel {
+            slots: (0..slots.max(2)).map(|_| Vec::new()).collect(),
+            next: 0,
+        }
     }
 
     /// Schedule `key` at `tick`, clamped into `[next, next + slots - 1]`; returns the tick

@@ -18,7 +18,7 @@ use slab::Slab;
 use super::{
     bell::Bell,
     conn::{self, AfterFlush, Conn, Phase},
-    handler::{ConnId, Ctx, HandshakeHook, Handler, HookDecision, Message, OpenInfo, SendError},
+    handler::{ConnId, Ctx, Handler, HandshakeHook, HookDecision, Message, OpenInfo, SendError},
     io,
     stats::WorkerStats,
     timer::TimerWheel,
@@ -67,7 +67,9 @@ impl WorkerSettings {
                 max_frame: cfg.max_frame_bytes,
                 max_message: cfg.max_message_bytes,
             },
-            hs_limits: HandshakeLimits { max_head_bytes: cfg.max_handshake_bytes },
+            hs_limits: HandshakeLimits {
+                max_head_bytes: cfg.max_handshake_bytes,
+            },
             send_bound: cfg.send_buffer_bytes,
             max_conns,
             ping_ticks: ticks(cfg.ping_interval),
@@ -128,7 +130,10 @@ impl WorkerInner {
     /// The connection behind `id`, if it still exists.
     pub(crate) fn conn(&self, id: ConnId) -> Option<Rc<Conn>> {
         let conns = self.conns.borrow();
-        conns.get(id.key as usize).filter(|c| c.gen == id.gen).cloned()
+        conns
+            .get(id.key as usize)
+            .filter(|c| c.gen == id.gen)
+            .cloned()
     }
 
     fn schedule(&self, conn: &Conn, tick: u64) {
@@ -188,9 +193,14 @@ impl WorkerInner {
         self.stats.connections.dec();
         self.stats.closed.inc();
         if opened {
-            let id = ConnId { key: conn.key, gen: conn.gen };
+            let id = ConnId {
+                key: conn.key,
+                gen: conn.gen,
+            };
             let code = conn.peer_code.get();
-            self.handler.borrow_mut().on_close(&mut Ctx { w: self }, id, code);
+            self.handler
+                .borrow_mut()
+                .on_close(&mut Ctx { w: self }, id, code);
         }
     }
 
@@ -323,9 +333,20 @@ impl WorkerInner {
         conn.last_rx.set(now);
         conn.last_ping.set(now);
         self.schedule(conn, now + self.set.ping_ticks);
-        let info = OpenInfo { peer, path: req.path, query: req.query, origin: req.origin, protocol };
-        let id = ConnId { key: conn.key, gen: conn.gen };
-        self.handler.borrow_mut().on_open(&mut Ctx { w: self }, id, &info);
+        let info = OpenInfo {
+            peer,
+            path: req.path,
+            query: req.query,
+            origin: req.origin,
+            protocol,
+        };
+        let id = ConnId {
+            key: conn.key,
+            gen: conn.gen,
+        };
+        self.handler
+            .borrow_mut()
+            .on_open(&mut Ctx { w: self }, id, &info);
         Some(used)
     }
 
@@ -341,7 +362,11 @@ impl WorkerInner {
 
     fn on_frame(&self, conn: &Rc<Conn>, frame: Decoded<'_>) {
         match frame {
-            Decoded::Data { opcode, fin, payload } => {
+            Decoded::Data {
+                opcode,
+                fin,
+                payload,
+            } => {
                 if conn.phase.get() != Phase::Open {
                     return; // data after our close frame is ignored
                 }
@@ -397,14 +422,23 @@ impl WorkerInner {
         } else {
             Message::Binary(payload)
         };
-        let id = ConnId { key: conn.key, gen: conn.gen };
-        self.handler.borrow_mut().on_message(&mut Ctx { w: self }, id, msg);
+        let id = ConnId {
+            key: conn.key,
+            gen: conn.gen,
+        };
+        self.handler
+            .borrow_mut()
+            .on_message(&mut Ctx { w: self }, id, msg);
     }
 
     /// A protocol violation: send the close code, then shut down once it is written.
     fn fail(&self, conn: &Conn, e: ProtocolError) {
         self.stats.protocol_errors.inc();
-        tracing::debug!(worker = self.id, error = e.label(), "closing on protocol error");
+        tracing::debug!(
+            worker = self.id,
+            error = e.label(),
+            "closing on protocol error"
+        );
         // The close goes behind the replies already queued to the valid messages that came
         // before the bad frame (a peer must see those answers, then the close).
         let mut out = Vec::with_capacity(32);
@@ -437,7 +471,12 @@ impl WorkerInner {
         self.mark_dirty(conn);
     }
 
-    pub(crate) fn send_data(&self, id: ConnId, op: OpCode, payload: &[u8]) -> Result<(), SendError> {
+    pub(crate) fn send_data(
+        &self,
+        id: ConnId,
+        op: OpCode,
+        payload: &[u8],
+    ) -> Result<(), SendError> {
         let conn = self.writable_conn(id)?;
         let mut out = BytesMut::with_capacity(encoded_len(payload.len()));
         encode_into(op, payload, &mut out);
@@ -626,7 +665,9 @@ impl WorkerInner {
     /// Send close 1001 to these open connections (handshaking ones are dropped).
     pub(crate) fn drain_some(&self, keys: &[(u32, u32)]) {
         for &(key, gen) in keys {
-            let Some(conn) = self.conn(ConnId { key, gen }) else { continue };
+            let Some(conn) = self.conn(ConnId { key, gen }) else {
+                continue;
+            };
             match conn.phase.get() {
                 Phase::Handshake => conn.kill(),
                 Phase::Open => {
@@ -641,7 +682,11 @@ impl WorkerInner {
 
     /// Every live connection's id.
     pub(crate) fn conn_ids(&self) -> Vec<(u32, u32)> {
-        self.conns.borrow().iter().map(|(_, c)| (c.key, c.gen)).collect()
+        self.conns
+            .borrow()
+            .iter()
+            .map(|(_, c)| (c.key, c.gen))
+            .collect()
     }
 
     /// Drop every connection now.
@@ -671,7 +716,8 @@ fn sockaddr_to_std(a: &nix::sys::socket::SockaddrStorage) -> Option<SocketAddr> 
     if let Some(v4) = a.as_sockaddr_in() {
         return Some(SocketAddr::from((v4.ip(), v4.port())));
     }
-    a.as_sockaddr_in6().map(|v6| SocketAddr::from((v6.ip(), v6.port())))
+    a.as_sockaddr_in6()
+        .map(|v6| SocketAddr::from((v6.ip(), v6.port())))
 }
 
 /// The worker's tasks: accept loop, timer loop, and the drain when the bell rings.

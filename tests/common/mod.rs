@@ -82,9 +82,15 @@ impl Drop for TestServer {
 
 /// Start an echo server with `config`.
 pub fn start_echo(config: Config) -> TestServer {
-    let server = Server::builder(config).handler(|_| Echo).start().expect("server starts");
+    let server = Server::builder(config)
+        .handler(|_| Echo)
+        .start()
+        .expect("server starts");
     let addr = server.local_addr();
-    TestServer { server: Some(server), addr }
+    TestServer {
+        server: Some(server),
+        addr,
+    }
 }
 
 /// Wait until `f` holds, polling every 10 ms, up to `timeout`.
@@ -101,22 +107,37 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 /// A raw TCP connection that has completed the WebSocket handshake.
 pub fn raw_ws(addr: SocketAddr) -> TcpStream {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(s.read(&mut b).unwrap(), 1, "server closed during handshake");
-        head.push(b[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    let (head, s) = send_upgrade(addr, &upgrade_request(addr, "/", ""));
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     s
+}
+
+// ----- reads that retry EINTR -----
+
+/// `read`, retried when interrupted. With the uring driver a blocking read (with a timeout) in
+/// the thread that started the server can fail once with EINTR: see
+/// `start_on_uring_leaves_no_spurious_eintr_on_calling_thread` in tests/drain.rs.
+pub fn read_some(s: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match s.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+}
+
+/// `WebSocket::read`, retried when the socket read was interrupted (tungstenite keeps its
+/// state across such errors, as it does for timeouts).
+#[allow(clippy::result_large_err)] // tungstenite's own error type
+pub fn ws_read(ws: &mut Client) -> tungstenite::Result<tungstenite::Message> {
+    loop {
+        match ws.read() {
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
+                continue
+            }
+            r => return r,
+        }
+    }
 }
 
 // ----- tungstenite clients -----
@@ -151,7 +172,7 @@ pub fn connect_with(
 /// Read the next data message (text or binary), skipping pings and pongs.
 pub fn read_data(ws: &mut Client) -> tungstenite::Message {
     loop {
-        match ws.read() {
+        match ws_read(ws) {
             Ok(m @ (tungstenite::Message::Text(_) | tungstenite::Message::Binary(_))) => return m,
             Ok(tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_)) => continue,
             Ok(other) => panic!("expected a data message, got {other:?}"),
@@ -163,7 +184,7 @@ pub fn read_data(ws: &mut Client) -> tungstenite::Message {
 /// Read until the server's close frame arrives; returns its code and reason.
 pub fn read_close(ws: &mut Client) -> (u16, String) {
     loop {
-        match ws.read() {
+        match ws_read(ws) {
             Ok(tungstenite::Message::Close(Some(f))) => {
                 return (u16::from(f.code), f.reason.as_str().to_owned())
             }
@@ -179,7 +200,7 @@ pub fn read_close(ws: &mut Client) -> (u16, String) {
 /// (the server dropped TCP). Returns false on any other outcome.
 pub fn finishes_closed(ws: &mut Client) -> bool {
     for _ in 0..100 {
-        match ws.read() {
+        match ws_read(ws) {
             Err(tungstenite::Error::ConnectionClosed) => return true,
             Err(tungstenite::Error::AlreadyClosed) => return true,
             Err(tungstenite::Error::Protocol(
@@ -217,7 +238,10 @@ impl RawFrame {
             return (1005, String::new());
         }
         let code = u16::from_be_bytes([self.payload[0], self.payload[1]]);
-        (code, String::from_utf8_lossy(&self.payload[2..]).into_owned())
+        (
+            code,
+            String::from_utf8_lossy(&self.payload[2..]).into_owned(),
+        )
     }
 }
 
@@ -262,7 +286,7 @@ pub fn client_close(code: u16, reason: &str) -> Vec<u8> {
 /// Panics on a read error (including the socket's read timeout) or a truncated frame.
 pub fn read_frame(s: &mut TcpStream) -> Option<RawFrame> {
     let mut head = [0u8; 2];
-    match s.read(&mut head[..1]) {
+    match read_some(s, &mut head[..1]) {
         Ok(0) => return None,
         Ok(_) => {}
         Err(e) => panic!("reading a frame: {e}"),
@@ -292,9 +316,18 @@ pub fn read_frame(s: &mut TcpStream) -> Option<RawFrame> {
     let mut payload = vec![0u8; usize::try_from(len).expect("frame length")];
     s.read_exact(&mut payload).expect("frame payload");
     if masked {
-        payload.iter_mut().enumerate().for_each(|(i, b)| *b ^= mask[i % 4]);
+        payload
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, b)| *b ^= mask[i % 4]);
     }
-    Some(RawFrame { fin, rsv, opcode, masked, payload })
+    Some(RawFrame {
+        fin,
+        rsv,
+        opcode,
+        masked,
+        payload,
+    })
 }
 
 /// Read frames until a close frame; pings and pongs are skipped, data frames are a failure.
@@ -321,10 +354,15 @@ pub fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
             return false;
         }
         s.set_read_timeout(Some(left)).unwrap();
-        match s.read(&mut buf) {
+        match read_some(s, &mut buf) {
             Ok(0) => return true,
             Ok(_) => continue,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
                 return false
             }
             Err(_) => return true, // reset
@@ -341,7 +379,7 @@ pub fn http_exchange(addr: SocketAddr, req: &[u8]) -> (u16, String, String) {
     let mut resp = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
-        match s.read(&mut buf) {
+        match read_some(&mut s, &mut buf) {
             Ok(0) => break,
             Ok(n) => resp.extend_from_slice(&buf[..n]),
             // A reset after the answer arrived still leaves the answer to check.
@@ -387,7 +425,11 @@ pub fn read_http_head(s: &mut TcpStream) -> String {
     let mut head = Vec::new();
     let mut b = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(s.read(&mut b).unwrap(), 1, "server closed during the response head");
+        assert_eq!(
+            read_some(s, &mut b).unwrap(),
+            1,
+            "server closed during the response head"
+        );
         head.push(b[0]);
     }
     String::from_utf8(head).expect("response head is not UTF-8")
