@@ -2,7 +2,9 @@
 //!
 //! The crate is organised the way a frame travels:
 //! - [`proto`]: the sans-IO WebSocket core (handshake, frames, UTF-8, close codes). No I/O.
+//! - [`pubsub`]: the pub/sub wire protocol codec (JSON and binary, topic names). No I/O.
 //! - [`queue`]: the per-connection send queue (control lane, data lane). No I/O.
+//! - [`fanout`]: cross-worker delivery: bounded lock-free inboxes and the parked-only doorbell.
 //! - [`server`]: the per-core runtime: workers, listeners, connections, timers, drain.
 //! - [`config`]: the one `Config` (defaults, TOML, environment, CLI).
 //!
@@ -10,7 +12,9 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod fanout;
 pub mod proto;
+pub mod pubsub;
 pub mod queue;
 pub mod server;
 
