@@ -121,7 +121,9 @@ impl ServerBuilder {
         };
         let workers = cfg.worker_count();
         let max_conns = limits::check_nofile(cfg.max_connections, workers);
-        let per_worker = max_conns.div_ceil(workers).max(1);
+        // One process-wide count: SO_REUSEPORT spreads connections unevenly, so a per-worker
+        // share of the limit would refuse on one worker while the process still has room.
+        let live = Arc::new(ConnLimit::new(max_conns));
         let listeners = bind_all(&cfg, workers, driver)?;
         let addr = listeners[0].local_addr().map_err(|e| ServerError::Bind {
             addr: cfg.listen,
@@ -142,7 +144,7 @@ impl ServerBuilder {
             let st = Arc::new(WorkerStats::default());
             bells.push(bell.clone());
             stats.push(st.clone());
-            let set = WorkerSettings::new(&cfg, per_worker);
+            let set = WorkerSettings::new(&cfg, live.clone());
             let factory = factory.clone();
             let hook = self.hook.clone();
             let ready = ready_tx.clone();
@@ -299,6 +301,38 @@ fn bind_one(
     s.bind(&addr.into())?;
     s.listen(backlog.min(i32::MAX as u32) as i32)?;
     Ok(s.into())
+}
+
+/// The process-wide connection limit, shared by the workers: touched once per accepted and
+/// once per closed connection (never per message).
+#[derive(Debug)]
+pub(crate) struct ConnLimit {
+    max: usize,
+    live: std::sync::atomic::AtomicUsize,
+}
+
+impl ConnLimit {
+    fn new(max: usize) -> Self {
+        ConnLimit {
+            max,
+            live: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// Take a slot; `false` when the process is full.
+    pub(crate) fn acquire(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.live.fetch_add(1, Relaxed) >= self.max {
+            self.live.fetch_sub(1, Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Give a slot back.
+    pub(crate) fn release(&self) {
+        self.live.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 struct Shared {

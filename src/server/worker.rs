@@ -51,7 +51,7 @@ pub(crate) struct WorkerSettings {
     pub(crate) limits: DecoderLimits,
     pub(crate) hs_limits: HandshakeLimits,
     pub(crate) send_bound: usize,
-    pub(crate) max_conns: usize,
+    pub(crate) limit: Arc<super::ConnLimit>,
     pub(crate) ping_ticks: u64,
     pub(crate) silent_ticks: u64,
     pub(crate) handshake_ticks: u64,
@@ -61,7 +61,7 @@ pub(crate) struct WorkerSettings {
 }
 
 impl WorkerSettings {
-    pub(crate) fn new(cfg: &Config, max_conns: usize) -> Self {
+    pub(crate) fn new(cfg: &Config, limit: Arc<super::ConnLimit>) -> Self {
         WorkerSettings {
             limits: DecoderLimits {
                 max_frame: cfg.max_frame_bytes,
@@ -71,7 +71,7 @@ impl WorkerSettings {
                 max_head_bytes: cfg.max_handshake_bytes,
             },
             send_bound: cfg.send_buffer_bytes,
-            max_conns,
+            limit,
             ping_ticks: ticks(cfg.ping_interval),
             silent_ticks: ticks(cfg.ping_interval + cfg.pong_timeout),
             handshake_ticks: ticks(cfg.handshake_timeout),
@@ -159,11 +159,11 @@ impl WorkerInner {
     pub(crate) fn admit(&self, stream: &monoio::net::TcpStream) -> Option<Rc<Conn>> {
         use std::os::fd::AsRawFd;
         self.stats.accepted.inc();
-        let mut conns = self.conns.borrow_mut();
-        if conns.len() >= self.set.max_conns || self.draining.get() {
+        if self.draining.get() || !self.set.limit.acquire() {
             self.stats.refused_limit.inc();
             return None;
         }
+        let mut conns = self.conns.borrow_mut();
         if self.set.nodelay {
             let _ = stream.set_nodelay(true);
         }
@@ -189,7 +189,14 @@ impl WorkerInner {
     /// Remove a finished connection and tell the handler.
     pub(crate) fn finish(&self, conn: &Rc<Conn>) {
         let opened = conn.opened.get();
-        self.conns.borrow_mut().try_remove(conn.key as usize);
+        if self
+            .conns
+            .borrow_mut()
+            .try_remove(conn.key as usize)
+            .is_some()
+        {
+            self.set.limit.release();
+        }
         self.stats.connections.dec();
         self.stats.closed.inc();
         if opened {
