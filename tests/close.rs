@@ -94,18 +94,9 @@ impl Handler for Closer {
 
 fn start_closer(driver: corecast::Driver) -> (TestServer, mpsc::Receiver<Option<u16>>) {
     let (tx, rx) = mpsc::channel();
-    let server = Server::builder(test_config(driver))
-        .handler(move |_| Closer { closed: tx.clone() })
-        .start()
-        .expect("server starts");
-    let addr = server.local_addr();
-    (
-        TestServer {
-            server: Some(server),
-            addr,
-        },
-        rx,
-    )
+    let server =
+        start(Server::builder(test_config(driver)).handler(move |_| Closer { closed: tx.clone() }));
+    (server, rx)
 }
 
 #[test]

@@ -154,25 +154,20 @@ impl Handler for Announce {
 }
 
 fn start_with_hook(config: Config) -> TestServer {
-    let server = Server::builder(config)
-        .handler(|_| Announce)
-        .handshake_hook(|req: &Request<'_, '_>, _peer: SocketAddr| {
-            if req.path.starts_with("/private") {
-                HookDecision::Reject {
-                    status: 403,
-                    reason: "no entry".into(),
+    start(
+        Server::builder(config)
+            .handler(|_| Announce)
+            .handshake_hook(|req: &Request<'_, '_>, _peer: SocketAddr| {
+                if req.path.starts_with("/private") {
+                    HookDecision::Reject {
+                        status: 403,
+                        reason: "no entry".into(),
+                    }
+                } else {
+                    HookDecision::Accept
                 }
-            } else {
-                HookDecision::Accept
-            }
-        })
-        .start()
-        .expect("server starts");
-    let addr = server.local_addr();
-    TestServer {
-        server: Some(server),
-        addr,
-    }
+            }),
+    )
 }
 
 #[test]

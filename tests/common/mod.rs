@@ -80,17 +80,19 @@ impl Drop for TestServer {
     }
 }
 
-/// Start an echo server with `config`.
-pub fn start_echo(config: Config) -> TestServer {
-    let server = Server::builder(config)
-        .handler(|_| Echo)
-        .start()
-        .expect("server starts");
+/// Start the server `builder` describes, drained and joined when the result drops.
+pub fn start(builder: corecast::server::ServerBuilder) -> TestServer {
+    let server = builder.start().expect("server starts");
     let addr = server.local_addr();
     TestServer {
         server: Some(server),
         addr,
     }
+}
+
+/// Start an echo server with `config`.
+pub fn start_echo(config: Config) -> TestServer {
+    start(Server::builder(config).handler(|_| Echo))
 }
 
 /// Wait until `f` holds, polling every 10 ms, up to `timeout`.
