@@ -25,6 +25,17 @@ pub enum Driver {
     Epoll,
 }
 
+/// What happens to a published message without a conflation key that does not fit a
+/// subscriber's send buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SlowConsumer {
+    /// Close the connection with 1008 "slow consumer".
+    Disconnect,
+    /// Drop the message for that subscriber; it sees the gap in `seq`.
+    Drop,
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -72,8 +83,19 @@ pub struct Config {
     pub close_timeout: Duration,
     /// Window over which close 1001 is spread across connections on SIGTERM.
     pub drain_window: Duration,
-    /// Subprotocols the server accepts, in no particular order.
+    /// Subprotocols the server accepts, in no particular order (the pub/sub server adds its own).
     pub subprotocols: Vec<String>,
+    /// Messages each topic keeps for resuming with `since` (0 = no history).
+    pub history_len: usize,
+    /// Age after which a message leaves a topic's history.
+    pub history_max_age: Duration,
+    /// The slow-consumer policy of topics not named in `drop_topics`.
+    pub slow_consumer: SlowConsumer,
+    /// Topics whose slow subscribers lose messages instead of being disconnected: exact names
+    /// or prefixes ending in `.*` (e.g. `md.*`).
+    pub drop_topics: Vec<String>,
+    /// Items each worker's cross-worker inbox holds.
+    pub inbox_capacity: usize,
     /// Set TCP_NODELAY on accepted sockets.
     pub tcp_nodelay: bool,
     /// Log format.
@@ -105,6 +127,11 @@ impl Default for Config {
             close_timeout: Duration::from_secs(5),
             drain_window: Duration::from_secs(10),
             subprotocols: Vec::new(),
+            history_len: 256,
+            history_max_age: Duration::from_secs(60),
+            slow_consumer: SlowConsumer::Disconnect,
+            drop_topics: Vec::new(),
+            inbox_capacity: 8192,
             tcp_nodelay: true,
             log_format: LogFormat::Text,
             log_filter: "info".to_string(),
@@ -278,6 +305,33 @@ impl Config {
                 "non-empty HTTP tokens (letters, digits and !#$%&'*+-.^_`|~)",
             )?;
         }
+        check(
+            self.history_len <= 1_000_000,
+            "history_len",
+            self.history_len,
+            "0 to 1000000",
+        )?;
+        check(
+            (Duration::from_millis(100)..=MAX_DURATION).contains(&self.history_max_age),
+            "history_max_age",
+            Human(self.history_max_age),
+            format_args!("100ms to {}", Human(MAX_DURATION)),
+        )?;
+        check(
+            (64..=1 << 20).contains(&self.inbox_capacity),
+            "inbox_capacity",
+            self.inbox_capacity,
+            "64 to 1048576",
+        )?;
+        for p in &self.drop_topics {
+            let name = p.strip_suffix(".*").unwrap_or(p);
+            check(
+                crate::pubsub::TopicName::new(name).is_ok(),
+                "drop_topics",
+                format_args!("{p:?}"),
+                "topic names or prefixes ending in .* (e.g. md.*)",
+            )?;
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log_filter) {
             return Err(ConfigError::Invalid {
                 field: "log_filter",
@@ -379,6 +433,21 @@ pub struct Cli {
     /// Accepted subprotocol; repeat or comma-separate [default: none] [env: CORECAST_SUBPROTOCOLS]
     #[arg(long, value_name = "NAME", value_delimiter = ',')]
     pub subprotocol: Option<Vec<String>>,
+    /// Messages each topic keeps for resume, 0..=1000000 [default: 256] [env: CORECAST_HISTORY_LEN]
+    #[arg(long, value_name = "N")]
+    pub history_len: Option<usize>,
+    /// Age after which a message leaves a topic's history [default: 60s] [env: CORECAST_HISTORY_MAX_AGE]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub history_max_age: Option<Duration>,
+    /// Slow-consumer policy for unkeyed messages: disconnect or drop [default: disconnect] [env: CORECAST_SLOW_CONSUMER]
+    #[arg(long, value_name = "POLICY", hide_possible_values = true)]
+    pub slow_consumer: Option<SlowConsumer>,
+    /// Topics that drop instead of disconnecting (names or prefix.*); repeat or comma-separate [default: none] [env: CORECAST_DROP_TOPICS]
+    #[arg(long, value_name = "PATTERN", value_delimiter = ',')]
+    pub drop_topics: Option<Vec<String>>,
+    /// Items each worker's cross-worker inbox holds, 64..=1048576 [default: 8192] [env: CORECAST_INBOX_CAPACITY]
+    #[arg(long, value_name = "N")]
+    pub inbox_capacity: Option<usize>,
     /// Set TCP_NODELAY on accepted sockets [default: true] [env: CORECAST_TCP_NODELAY]
     #[arg(long, value_name = "BOOL", value_parser = parse_bool, action = ArgAction::Set)]
     pub tcp_nodelay: Option<bool>,
@@ -415,6 +484,11 @@ struct FileConfig {
     close_timeout: Option<FileDuration>,
     drain_window: Option<FileDuration>,
     subprotocols: Option<Vec<String>>,
+    history_len: Option<usize>,
+    history_max_age: Option<FileDuration>,
+    slow_consumer: Option<SlowConsumer>,
+    drop_topics: Option<Vec<String>>,
+    inbox_capacity: Option<usize>,
     tcp_nodelay: Option<bool>,
     log_format: Option<LogFormat>,
     log_filter: Option<String>,
@@ -521,7 +595,8 @@ fn overlay_toml(s: &str, mut base: Config) -> Result<Config, String> {
         listen, admin_listen, workers, pin_workers, driver, uring_entries, backlog,
         max_connections, max_handshake_bytes, max_frame_bytes, max_message_bytes,
         send_buffer_bytes, ping_interval, pong_timeout, handshake_timeout, close_timeout,
-        drain_window, subprotocols, tcp_nodelay, log_format, log_filter,
+        drain_window, subprotocols, history_len, history_max_age, slow_consumer, drop_topics,
+        inbox_capacity, tcp_nodelay, log_format, log_filter,
     );
     Ok(base)
 }
@@ -613,6 +688,11 @@ fn overlay_env(
         close_timeout => parse_duration,
         drain_window => parse_duration,
         subprotocols => parse_list,
+        history_len => parse_from_str::<usize>,
+        history_max_age => parse_duration,
+        slow_consumer => parse_value_enum::<SlowConsumer>,
+        drop_topics => parse_list,
+        inbox_capacity => parse_from_str::<usize>,
         tcp_nodelay => parse_bool,
         log_format => parse_value_enum::<LogFormat>,
         log_filter => |s| Ok(s.to_string()),
@@ -626,7 +706,8 @@ fn overlay_cli(config: &mut Config, cli: Cli) {
         listen, admin_listen, workers, pin_workers, driver, uring_entries, backlog,
         max_connections, max_handshake_bytes, max_frame_bytes, max_message_bytes,
         send_buffer_bytes, ping_interval, pong_timeout, handshake_timeout, close_timeout,
-        drain_window, tcp_nodelay, log_format, log_filter,
+        drain_window, history_len, history_max_age, slow_consumer, drop_topics, inbox_capacity,
+        tcp_nodelay, log_format, log_filter,
     );
     if let Some(names) = cli.subprotocol {
         config.subprotocols = names;

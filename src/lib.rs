@@ -2,15 +2,18 @@
 //!
 //! The crate is organised the way a frame travels:
 //! - [`proto`]: the sans-IO WebSocket core (handshake, frames, UTF-8, close codes). No I/O.
-//! - [`pubsub`]: the pub/sub wire protocol codec (JSON and binary, topic names). No I/O.
+//! - [`pubsub`]: topics, owner-assigned sequence numbers, history, fanout, and the wire
+//!   protocol codec (JSON and binary, topic names).
 //! - [`queue`]: the per-connection send queue (control lane, data lane). No I/O.
 //! - [`fanout`]: cross-worker delivery: bounded lock-free inboxes and the parked-only doorbell.
 //! - [`server`]: the per-core runtime: workers, listeners, connections, timers, drain.
+//! - [`admin`]: the admin HTTP API (`POST /publish`, `GET /stats`).
 //! - [`config`]: the one `Config` (defaults, TOML, environment, CLI).
 //!
 //! Embedding: build a [`Server`] with a [`Handler`] and run it.
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod config;
 pub mod fanout;
 pub mod proto;

@@ -1,33 +1,20 @@
-//! The `corecast` binary: load the configuration, set up logging, serve until a signal.
+//! The `corecast` binary: the pub/sub server. Load the configuration, set up logging, start
+//! the workers and the admin API, serve until a signal.
 
 use std::process::ExitCode;
 
 use corecast::{
-    proto::CloseCode,
-    server::{self, ConnId, Ctx, Handler, Message},
+    admin::{Admin, AdminState},
+    pubsub::PubSubService,
+    server::{self, ServerError},
     Config, Server,
 };
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// The built-in application until the pub/sub layer lands: echo every message back.
-struct Echo;
-
-impl Handler for Echo {
-    fn on_message(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, msg: Message<'_>) {
-        let sent = match msg {
-            Message::Text(t) => ctx.send_text(conn, t),
-            Message::Binary(b) => ctx.send_binary(conn, b),
-        };
-        if sent.is_err() {
-            ctx.close(conn, CloseCode::TRY_AGAIN_LATER, "send buffer full");
-        }
-    }
-}
-
 fn main() -> ExitCode {
-    let config = match Config::load() {
+    let mut config = match Config::load() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("corecast: {e}");
@@ -36,8 +23,27 @@ fn main() -> ExitCode {
     };
     server::logging::init(&config);
     server::limits::log_memlock();
-    let builder = Server::builder(config).handler(|_| Echo);
-    match server::run_until_signalled(builder) {
+    PubSubService::configure(&mut config);
+    let pubsub = PubSubService::new(&config);
+    let admin_addr = config.admin_listen;
+    let max_body = config.max_message_bytes;
+    let builder = pubsub.install(Server::builder(config));
+    let result = server::run_until_signalled_with(builder, |srv| {
+        Admin::start(
+            admin_addr,
+            AdminState {
+                pubsub: pubsub.clone(),
+                server: srv.shutdown_handle(),
+                driver: srv.driver(),
+                max_body,
+            },
+        )
+        .map_err(|source| ServerError::Admin {
+            addr: admin_addr,
+            source,
+        })
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "corecast failed");

@@ -1,15 +1,24 @@
-//! The pub/sub wire protocol v1 as a pure codec (see docs/protocol.md).
+//! Pub/sub: topics with per-topic sequence numbers, history for resume, cross-worker fanout,
+//! and the wire protocol v1 (see docs/protocol.md and docs/pubsub.md).
 //!
-//! Owns: the two encodings (`corecast.v1.json`, `corecast.v1.bin`), decoding client ops
-//! (`sub`, `unsub`, `pub`) into borrowed values, encoding server messages (`msg`, `ack`, `err`,
-//! `subbed`, `reset`, `unsubbed`) into caller buffers, and topic-name validation.
-//!
-//! Must never: perform I/O, read a clock (timestamps are arguments), re-serialise publish
-//! data, or panic on any input from the network.
+//! - `wire` and `topic_name`: the protocol as a pure codec (no I/O, no clock; never panics
+//!   on input from the network).
+//! - `frames`: server messages encoded once into shareable WebSocket frames.
+//! - `history`: a topic's last messages, for `sub` with `since`.
+//! - `engine`: the per-worker [`Handler`](crate::server::Handler): topic table,
+//!   subscriptions, owner-assigned order, fanout.
+//! - `service`: wiring into a server (mesh, handlers) and [`Publisher`] for backends.
 #![forbid(unsafe_code)]
 
+pub mod engine;
+pub mod frames;
+pub mod history;
+pub mod service;
+pub mod stats;
 pub mod topic_name;
 pub mod wire;
 
+pub use service::{PubSubService, PublishError, Publisher};
+pub use stats::PubSubStats;
 pub use topic_name::{TopicName, MAX_TOPIC_BYTES};
 pub use wire::{ClientOp, Encoding, Id, Payload, WireError};

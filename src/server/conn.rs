@@ -71,6 +71,8 @@ pub(crate) struct Conn {
     pub(crate) deadline: Cell<u64>,
     pub(crate) timer_at: Cell<u64>,
     pub(crate) queue: RefCell<SendQueue>,
+    /// Queued bytes last added to the worker's `queued_bytes` gauge.
+    pub(crate) accounted: Cell<usize>,
     pub(crate) decoder: RefCell<Decoder>,
     /// The unfinished tail of the input (a partial frame); empty and unallocated when idle.
     pub(crate) rbuf: RefCell<Vec<u8>>,
@@ -102,6 +104,7 @@ impl Conn {
             deadline: Cell::new(u64::MAX),
             timer_at: Cell::new(u64::MAX),
             queue: RefCell::new(SendQueue::new()),
+            accounted: Cell::new(0),
             decoder: RefCell::new(decoder),
             rbuf: RefCell::new(Vec::new()),
             msg: RefCell::new(Vec::new()),
@@ -188,7 +191,7 @@ pub(crate) async fn run(w: Rc<WorkerInner>, stream: TcpStream, conn: Rc<Conn>) {
             Wake::Kick => {}
             Wake::Error => conn.kill(),
         }
-        w.flush_dirty();
+        w.end_of_wake();
     }
     w.finish(&conn);
     drop(stream);

@@ -1,12 +1,15 @@
 //! The embedding API: a [`Handler`] runs inside each worker and talks to connections through
 //! a [`Ctx`]; a [`HandshakeHook`] accepts or rejects upgrade requests before the `101`.
 
-use std::net::SocketAddr;
+use std::{future::Future, net::SocketAddr, pin::Pin, rc::Rc};
 
 use bytes::Bytes;
 
-use super::worker::WorkerInner;
-use crate::proto::{handshake::Request, CloseCode};
+use super::{conn::Conn, worker::WorkerInner};
+use crate::{
+    proto::{handshake::Request, CloseCode},
+    queue::{ConflationKey, Offer, SlowPolicy},
+};
 
 /// Identifies a connection within its worker (slab key and a generation, so a stale id never
 /// reaches a newer connection that reused the slot).
@@ -14,6 +17,35 @@ use crate::proto::{handshake::Request, CloseCode};
 pub struct ConnId {
     pub(crate) key: u32,
     pub(crate) gen: u32,
+}
+
+/// A connection handle a handler may keep (in a subscriber list, say): sending through it
+/// costs no lookup. It keeps the connection's bookkeeping alive until dropped, never its
+/// socket; sends to a connection that has closed are refused.
+#[derive(Clone)]
+pub struct ConnRef(pub(crate) Rc<Conn>);
+
+impl ConnRef {
+    /// The connection's id.
+    pub fn id(&self) -> ConnId {
+        ConnId {
+            key: self.0.key,
+            gen: self.0.gen,
+        }
+    }
+}
+
+impl std::fmt::Debug for ConnRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ConnRef").field(&self.id()).finish()
+    }
+}
+
+/// A source of work outside the worker's sockets, such as a cross-worker inbox: the worker
+/// awaits it in a task of its own and calls [`Handler::on_wake`] each time it resolves.
+pub trait Wakeup: 'static {
+    /// Resolves when there may be work; `false` means the source is gone for good.
+    fn wait(self: Rc<Self>) -> Pin<Box<dyn Future<Output = bool>>>;
 }
 
 /// A complete message received from a client, borrowed from the read buffer.
@@ -60,6 +92,16 @@ pub trait Handler: 'static {
     fn on_message(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, msg: Message<'_>);
     /// A connection that had opened ended; `code` is the peer's close code if it sent one.
     fn on_close(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, _code: Option<CloseCode>) {}
+    /// Called once when the worker starts: a source whose readiness calls [`Handler::on_wake`].
+    /// Returning one also makes the worker call `on_wake` at the end of every wake (after
+    /// socket work and on every tick), so a busy worker polls its source without waiting to park.
+    fn wakeup(&mut self) -> Option<Rc<dyn Wakeup>> {
+        None
+    }
+    /// The [`Wakeup`] source resolved, or a wake of the worker ends (see [`Handler::wakeup`]).
+    fn on_wake(&mut self, _ctx: &mut Ctx<'_>) {}
+    /// Called on every timer tick (100 ms).
+    fn on_tick(&mut self, _ctx: &mut Ctx<'_>) {}
 }
 
 /// The answer of a [`HandshakeHook`].
@@ -123,6 +165,36 @@ impl Ctx<'_> {
     /// Start the close handshake: data queued before stays ahead of the close frame.
     pub fn close(&mut self, conn: ConnId, code: CloseCode, reason: &str) {
         self.w.close_conn(conn, code, reason);
+    }
+
+    /// A handle to `conn` that can be kept, or `None` if it is gone.
+    pub fn conn_ref(&self, conn: ConnId) -> Option<ConnRef> {
+        self.w.conn(conn).map(ConnRef)
+    }
+
+    /// Offer a published frame to `conn` under its send-buffer bound (see
+    /// `docs/backpressure.md`). On [`Offer::Disconnect`] the connection is already being
+    /// closed with 1008 "slow consumer". `Err(Closed)` if the connection is not open.
+    pub fn offer(
+        &mut self,
+        conn: &ConnRef,
+        frame: Bytes,
+        key: Option<ConflationKey>,
+        policy: SlowPolicy,
+    ) -> Result<Offer, SendError> {
+        self.w.offer(&conn.0, frame, key, policy)
+    }
+
+    /// Queue a reply to the client's own request (`subbed`, `ack`, `err`): never refused for
+    /// the bound (reading pauses at half the bound, which bounds replies), only if closed.
+    pub fn send_reply(&mut self, conn: &ConnRef, frame: Bytes) -> Result<(), SendError> {
+        self.w.send_reply(&conn.0, frame)
+    }
+
+    /// Close `conn` at once with `code`, discarding queued data not yet started (the close
+    /// frame goes ahead of it).
+    pub fn close_now(&mut self, conn: &ConnRef, code: CloseCode, reason: &str) {
+        self.w.close_discarding(&conn.0, code, reason);
     }
 
     /// Bytes queued for `conn` and not yet written, or `None` if it is gone.

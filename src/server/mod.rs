@@ -11,7 +11,7 @@ mod io;
 pub mod limits;
 pub mod logging;
 mod signals;
-mod stats;
+pub(crate) mod stats;
 pub mod timer;
 mod worker;
 
@@ -24,9 +24,10 @@ use std::{
 };
 
 pub use handler::{
-    ConnId, Ctx, Handler, HandshakeHook, HookDecision, Message, OpenInfo, SendError,
+    ConnId, ConnRef, Ctx, Handler, HandshakeHook, HookDecision, Message, OpenInfo, SendError,
+    Wakeup,
 };
-pub use signals::run_until_signalled;
+pub use signals::{run_until_signalled, run_until_signalled_with};
 pub use stats::Stats;
 pub use worker::encode_shared;
 
@@ -74,6 +75,14 @@ pub enum ServerError {
     Worker {
         /// The worker index.
         worker: usize,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The admin listener could not start.
+    #[error("cannot start the admin API on {addr}: {source}")]
+    Admin {
+        /// The address.
+        addr: SocketAddr,
         /// The cause.
         source: std::io::Error,
     },
@@ -365,6 +374,19 @@ impl ShutdownHandle {
     /// Whether a drain has started.
     pub fn draining(&self) -> bool {
         self.shared.bells.iter().any(|b| b.rung())
+    }
+
+    /// The counters of each worker.
+    pub fn worker_stats(&self) -> Vec<Stats> {
+        self.shared
+            .stats
+            .iter()
+            .map(|w| {
+                let mut s = Stats::default();
+                s.add(w);
+                s
+            })
+            .collect()
     }
 
     /// The counters, summed over workers.

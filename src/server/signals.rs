@@ -3,12 +3,22 @@
 
 use nix::sys::signal::{SigSet, Signal};
 
-use super::{ServerBuilder, ServerError};
+use super::{Server, ServerBuilder, ServerError};
 
 /// Block SIGTERM and SIGINT (workers inherit the mask), start the server, drain it on the
 /// first signal, and return when every worker has finished. A second signal exits at once
 /// with status 128 + signal number.
 pub fn run_until_signalled(builder: ServerBuilder) -> Result<(), ServerError> {
+    run_until_signalled_with(builder, |_| Ok(()))
+}
+
+/// [`run_until_signalled`], calling `after_start` once the workers run (with the signals
+/// already blocked, so threads it starts inherit the mask); what it returns is kept until
+/// the workers have stopped.
+pub fn run_until_signalled_with<T>(
+    builder: ServerBuilder,
+    after_start: impl FnOnce(&Server) -> Result<T, ServerError>,
+) -> Result<(), ServerError> {
     let mut set = SigSet::empty();
     set.add(Signal::SIGTERM);
     set.add(Signal::SIGINT);
@@ -17,6 +27,14 @@ pub fn run_until_signalled(builder: ServerBuilder) -> Result<(), ServerError> {
     }
     let window = builder.config.drain_window;
     let server = builder.start()?;
+    let keep = match after_start(&server) {
+        Ok(k) => k,
+        Err(e) => {
+            server.drain(std::time::Duration::ZERO);
+            let _ = server.join();
+            return Err(e);
+        }
+    };
     let handle = server.shutdown_handle();
     std::thread::Builder::new()
         .name("corecast-signals".into())
@@ -39,6 +57,7 @@ pub fn run_until_signalled(builder: ServerBuilder) -> Result<(), ServerError> {
             source: e,
         })?;
     let result = server.join();
+    drop(keep);
     tracing::info!("all workers stopped");
     result
 }

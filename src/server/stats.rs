@@ -12,7 +12,7 @@ macro_rules! counters {
         }
 
         /// A snapshot of the counters, summed over workers.
-        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
         #[non_exhaustive]
         pub struct Stats {
             $($(#[doc = $doc])* pub $name: u64,)*
@@ -59,6 +59,14 @@ counters! {
     bytes_in,
     /// Bytes written to sockets.
     bytes_out,
+    /// Bytes queued in send queues and not yet written (a gauge).
+    queued_bytes,
+    /// Published frames that replaced a queued frame with the same conflation key.
+    conflated,
+    /// Published frames dropped for a slow subscriber (the `drop` policy).
+    dropped,
+    /// Connections closed with 1008 "slow consumer".
+    slow_disconnects,
 }
 
 /// A counter with a single writer.
@@ -79,6 +87,13 @@ impl Counter {
     #[inline]
     pub(crate) fn dec(&self) {
         self.0.store(self.0.load(Relaxed).wrapping_sub(1), Relaxed);
+    }
+
+    /// Move a gauge by `delta` (single writer).
+    #[inline]
+    pub(crate) fn shift(&self, delta: i64) {
+        self.0
+            .store(self.0.load(Relaxed).wrapping_add(delta as u64), Relaxed);
     }
 
     pub(crate) fn get(&self) -> u64 {

@@ -18,7 +18,9 @@ use slab::Slab;
 use super::{
     bell::Bell,
     conn::{self, AfterFlush, Conn, Phase},
-    handler::{ConnId, Ctx, Handler, HandshakeHook, HookDecision, Message, OpenInfo, SendError},
+    handler::{
+        ConnId, Ctx, Handler, HandshakeHook, HookDecision, Message, OpenInfo, SendError, Wakeup,
+    },
     io,
     stats::WorkerStats,
     timer::TimerWheel,
@@ -30,6 +32,7 @@ use crate::{
         handshake::{self, HandshakeLimits},
         CloseCode, Decoded, Decoder, DecoderLimits, OpCode, ProtocolError,
     },
+    queue::{ConflationKey, Offer, SlowPolicy},
 };
 
 /// Timer resolution.
@@ -96,6 +99,10 @@ pub(crate) struct WorkerInner {
     dirty: RefCell<Vec<Rc<Conn>>>,
     next_gen: Cell<u32>,
     pub(crate) draining: Cell<bool>,
+    /// The handler's wakeup source, taken by the worker's main task at start.
+    wakeup: RefCell<Option<Rc<dyn Wakeup>>>,
+    /// The handler asked for `on_wake` at the end of every wake.
+    wake_hook: bool,
 }
 
 impl WorkerInner {
@@ -106,7 +113,11 @@ impl WorkerInner {
         hook: Option<Arc<dyn HandshakeHook>>,
         stats: Arc<WorkerStats>,
     ) -> Self {
+        let mut handler = handler;
+        let wakeup = handler.wakeup();
         WorkerInner {
+            wake_hook: wakeup.is_some(),
+            wakeup: RefCell::new(wakeup),
             id,
             set,
             conns: RefCell::new(Slab::new()),
@@ -199,6 +210,9 @@ impl WorkerInner {
         }
         self.stats.connections.dec();
         self.stats.closed.inc();
+        self.stats
+            .queued_bytes
+            .shift(-(conn.accounted.replace(0) as i64));
         if opened {
             let id = ConnId {
                 key: conn.key,
@@ -534,6 +548,84 @@ impl WorkerInner {
         self.begin_close(conn, AfterFlush::Nothing);
     }
 
+    /// Offer a published frame under the send-buffer bound; see [`Ctx::offer`].
+    pub(crate) fn offer(
+        &self,
+        conn: &Conn,
+        frame: Bytes,
+        key: Option<ConflationKey>,
+        policy: SlowPolicy,
+    ) -> Result<Offer, SendError> {
+        if conn.phase.get() != Phase::Open {
+            return Err(SendError::Closed);
+        }
+        let verdict = conn
+            .queue
+            .borrow_mut()
+            .offer(frame, key, self.set.send_bound, policy);
+        match verdict {
+            Offer::Queued => self.stats.messages_out.inc(),
+            Offer::Conflated => self.stats.conflated.inc(),
+            Offer::Dropped => {
+                self.stats.dropped.inc();
+                return Ok(verdict);
+            }
+            Offer::Disconnect => {
+                self.stats.slow_disconnects.inc();
+                tracing::debug!(worker = self.id, "closing slow consumer");
+                self.close_discarding(conn, CloseCode::POLICY, "slow consumer");
+                return Ok(verdict);
+            }
+        }
+        self.account(conn);
+        self.mark_dirty(conn);
+        Ok(verdict)
+    }
+
+    /// Queue a reply whatever the bound; see [`Ctx::send_reply`].
+    pub(crate) fn send_reply(&self, conn: &Conn, frame: Bytes) -> Result<(), SendError> {
+        if conn.phase.get() != Phase::Open {
+            return Err(SendError::Closed);
+        }
+        conn.queue.borrow_mut().push_data(frame);
+        self.account(conn);
+        self.mark_dirty(conn);
+        Ok(())
+    }
+
+    /// Close with `code` ahead of every queued frame not yet started (which is discarded).
+    pub(crate) fn close_discarding(&self, conn: &Conn, code: CloseCode, reason: &str) {
+        if conn.phase.get() != Phase::Open {
+            return;
+        }
+        let mut out = Vec::with_capacity(8 + reason.len());
+        encode_close(Some(code), reason, &mut out);
+        let mut q = conn.queue.borrow_mut();
+        q.discard_data();
+        q.push_control(Bytes::from(out));
+        drop(q);
+        conn.close_sent.set(true);
+        self.account(conn);
+        self.begin_close(conn, AfterFlush::Nothing);
+    }
+
+    /// Bring the worker's `queued_bytes` gauge up to date with this connection's queue.
+    fn account(&self, conn: &Conn) {
+        let now = conn.queue.borrow().queued_bytes();
+        let before = conn.accounted.replace(now);
+        if now != before {
+            self.stats.queued_bytes.shift(now as i64 - before as i64);
+        }
+    }
+
+    /// The end of a wake: let the handler poll its wakeup source, then write what is queued.
+    pub(crate) fn end_of_wake(&self) {
+        if self.wake_hook {
+            self.handler.borrow_mut().on_wake(&mut Ctx { w: self });
+        }
+        self.flush_dirty();
+    }
+
     fn mark_dirty(&self, conn: &Conn) {
         if !conn.dirty.replace(true) {
             if let Some(rc) = self.conns.borrow().get(conn.key as usize) {
@@ -577,6 +669,8 @@ impl WorkerInner {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     conn.write_blocked.set(true);
                     conn.kick();
+                    drop(q);
+                    self.account(conn);
                     return;
                 }
                 Err(_) => {
@@ -586,6 +680,7 @@ impl WorkerInner {
             }
         }
         drop(q);
+        self.account(conn);
         if was_paused {
             // Its task stopped reading while the queue was over half the bound: resume.
             conn.kick();
@@ -611,7 +706,8 @@ impl WorkerInner {
             };
             self.check_timers(&conn, now);
         }
-        self.flush_dirty();
+        self.handler.borrow_mut().on_tick(&mut Ctx { w: self });
+        self.end_of_wake();
     }
 
     fn check_timers(&self, conn: &Rc<Conn>, now: u64) {
@@ -731,11 +827,20 @@ fn sockaddr_to_std(a: &nix::sys::socket::SockaddrStorage) -> Option<SocketAddr> 
 pub(crate) async fn main(w: Rc<WorkerInner>, listener: monoio::net::TcpListener, bell: Arc<Bell>) {
     let accept = monoio::spawn(accept_loop(w.clone(), listener, bell.clone()));
     let timers = monoio::spawn(timer_loop(w.clone()));
+    let wakeup = w.wakeup.borrow_mut().take();
+    let events = wakeup.map(|src| monoio::spawn(event_loop(w.clone(), src)));
     let window = bell.wait().await;
     w.draining.set(true);
     accept.await;
     drain(&w, window).await;
     drop(timers);
+    drop(events);
+}
+
+async fn event_loop(w: Rc<WorkerInner>, src: Rc<dyn Wakeup>) {
+    while src.clone().wait().await {
+        w.end_of_wake();
+    }
 }
 
 async fn accept_loop(w: Rc<WorkerInner>, listener: monoio::net::TcpListener, bell: Arc<Bell>) {

@@ -1,0 +1,233 @@
+//! Wiring of the pub/sub layer into a server: the fanout mesh between workers, one
+//! [`PubSub`] handler per worker, and [`Publisher`]s for backends that publish without a
+//! WebSocket (the admin API).
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bytes::Bytes;
+
+use super::{
+    engine::{owner_of, Item, PubReq, PubSub, Reply, Settings},
+    stats::{PubSubStats, WorkerPubSubStats},
+    wire::{Encoding, MAX_KEY_BYTES},
+    TopicName, WireError,
+};
+use crate::{
+    config::{Config, SlowConsumer},
+    fanout::{Inbox, Mesh, MeshStats, Outboxes, SendError as MeshError},
+    queue::SlowPolicy,
+    server::ServerBuilder,
+};
+
+/// The pub/sub layer of one server: build it from the configuration, then
+/// [`install`](Self::install) it on a [`ServerBuilder`].
+pub struct PubSubService {
+    workers: usize,
+    set: Arc<Settings>,
+    stats: Vec<Arc<WorkerPubSubStats>>,
+    inboxes: Mutex<Vec<Option<Inbox<Item>>>>,
+    outboxes: Mutex<Outboxes<Item>>,
+    mesh: MeshStats,
+}
+
+/// Why a publish through a [`Publisher`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The topic name breaks the rules.
+    #[error(transparent)]
+    BadTopic(WireError),
+    /// The data is not one JSON value.
+    #[error("data is not valid JSON: {0}")]
+    BadJson(String),
+    /// The conflation key is empty or longer than 128 bytes.
+    #[error("key must be 1 to {MAX_KEY_BYTES} bytes")]
+    BadKey,
+    /// The owner worker's inbox is full: retry later.
+    #[error("the topic's worker is busy; retry")]
+    Busy,
+    /// No answer in time.
+    #[error("no answer from the topic's worker in time")]
+    Timeout,
+    /// The server is shutting down.
+    #[error("the server is shutting down")]
+    Closed,
+}
+
+impl PublishError {
+    /// A short stable code for API answers.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PublishError::BadTopic(_) => "bad_topic",
+            PublishError::BadJson(_) => "bad_json",
+            PublishError::BadKey => "bad_field",
+            PublishError::Busy => "busy",
+            PublishError::Timeout => "timeout",
+            PublishError::Closed => "closed",
+        }
+    }
+}
+
+impl PubSubService {
+    /// Build the mesh and settings for `cfg.worker_count()` workers.
+    pub fn new(cfg: &Config) -> Arc<Self> {
+        let workers = cfg.worker_count();
+        let mesh = Mesh::new(workers, cfg.inbox_capacity);
+        let ticks = (cfg.history_max_age.as_millis() / 100).max(1) as u64;
+        let set = Settings {
+            history_len: cfg.history_len,
+            history_max_age_ticks: ticks,
+            default_policy: match cfg.slow_consumer {
+                SlowConsumer::Disconnect => SlowPolicy::Disconnect,
+                SlowConsumer::Drop => SlowPolicy::Drop,
+            },
+            drop_topics: cfg
+                .drop_topics
+                .iter()
+                .map(|p| match p.strip_suffix('*') {
+                    Some(prefix) => (prefix.to_string(), true),
+                    None => (p.clone(), false),
+                })
+                .collect(),
+        };
+        let stats_view = mesh.outboxes.stats();
+        Arc::new(PubSubService {
+            workers,
+            set: Arc::new(set),
+            stats: (0..workers).map(|_| Arc::default()).collect(),
+            inboxes: Mutex::new(mesh.inboxes.into_iter().map(Some).collect()),
+            outboxes: Mutex::new(mesh.outboxes),
+            mesh: stats_view,
+        })
+    }
+
+    /// Add the protocol's subprotocols to `cfg` (call before building the server).
+    pub fn configure(cfg: &mut Config) {
+        for name in Encoding::SUBPROTOCOLS {
+            if !cfg.subprotocols.iter().any(|s| s == name) {
+                cfg.subprotocols.push(name.to_string());
+            }
+        }
+    }
+
+    /// Make `builder` run the pub/sub handler on every worker.
+    pub fn install(self: &Arc<Self>, builder: ServerBuilder) -> ServerBuilder {
+        let svc = self.clone();
+        builder.handler(move |i| svc.handler(i))
+    }
+
+    /// The handler of worker `i` (each worker's once; later calls panic).
+    fn handler(&self, i: usize) -> PubSub {
+        let inbox = self.inboxes.lock().unwrap_or_else(|p| p.into_inner())[i]
+            .take()
+            .expect("one handler per worker");
+        let out = self
+            .outboxes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        PubSub::new(
+            i,
+            self.workers,
+            self.set.clone(),
+            inbox,
+            out,
+            self.stats[i].clone(),
+        )
+    }
+
+    /// A handle to publish from another thread (one per thread: it is `Send`, not `Sync`).
+    pub fn publisher(&self) -> Publisher {
+        Publisher {
+            out: self
+                .outboxes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            workers: self.workers,
+        }
+    }
+
+    /// The pub/sub counters summed over workers.
+    pub fn stats(&self) -> PubSubStats {
+        let mut s = PubSubStats::default();
+        for w in &self.stats {
+            s.add(w);
+        }
+        s
+    }
+
+    /// The pub/sub counters of each worker.
+    pub fn worker_stats(&self) -> Vec<PubSubStats> {
+        self.stats
+            .iter()
+            .map(|w| {
+                let mut s = PubSubStats::default();
+                s.add(w);
+                s
+            })
+            .collect()
+    }
+
+    /// The fanout mesh's counters.
+    pub fn mesh(&self) -> &MeshStats {
+        &self.mesh
+    }
+}
+
+/// Publishes to topics from a thread outside the workers (the admin API, an embedder).
+pub struct Publisher {
+    out: Outboxes<Item>,
+    workers: usize,
+}
+
+impl Publisher {
+    /// Publish `data` (one JSON value when `json`, else opaque bytes) to `topic`, wait for
+    /// the owner worker to assign its seq, and return it.
+    pub fn publish(
+        &self,
+        topic: &str,
+        data: Bytes,
+        json: bool,
+        key: Option<&str>,
+        timeout: Duration,
+    ) -> Result<u64, PublishError> {
+        let name = TopicName::new(topic).map_err(PublishError::BadTopic)?;
+        if key.is_some_and(|k| k.is_empty() || k.len() > MAX_KEY_BYTES) {
+            return Err(PublishError::BadKey);
+        }
+        let data = if json {
+            let text = std::str::from_utf8(&data)
+                .map_err(|_| PublishError::BadJson("not UTF-8".into()))?;
+            let raw: &serde_json::value::RawValue =
+                serde_json::from_str(text).map_err(|e| PublishError::BadJson(e.to_string()))?;
+            // Keep the value's exact text without surrounding whitespace.
+            let inner = raw.get();
+            let start = inner.as_ptr() as usize - text.as_ptr() as usize;
+            data.slice(start..start + inner.len())
+        } else {
+            data
+        };
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let item = Item::Publish(Box::new(PubReq {
+            name: name.as_str().into(),
+            data,
+            json,
+            key: key.map(Box::from),
+            reply: Reply::Admin(tx),
+        }));
+        let owner = owner_of(name.as_str(), self.workers);
+        match self.out.send(owner, item) {
+            Ok(()) => {}
+            Err(MeshError::Full(_)) => return Err(PublishError::Busy),
+            Err(MeshError::Closed(_)) => return Err(PublishError::Closed),
+        }
+        rx.recv_timeout(timeout).map_err(|e| match e {
+            crossbeam_channel::RecvTimeoutError::Timeout => PublishError::Timeout,
+            crossbeam_channel::RecvTimeoutError::Disconnected => PublishError::Closed,
+        })
+    }
+}
