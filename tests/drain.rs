@@ -34,6 +34,8 @@ impl Proc {
                 "1s",
                 "--workers",
                 "2",
+                "--admin-listen",
+                "127.0.0.1:0",
             ])
             .args(["--driver", driver_flag(driver), "--pin-workers", "false"])
             .args(extra)
@@ -112,10 +114,16 @@ fn sigterm_closes_every_client_with_1001_and_exits_0() {
             })
             .collect();
         drop(tx);
-        // Everyone is connected and echoing before the signal.
+        // Everyone is connected and the pub/sub server answers before the signal.
         let mut probe = connect(addr);
-        probe.send(tungstenite::Message::text("up")).unwrap();
-        assert_eq!(read_data(&mut probe).into_text().unwrap().as_str(), "up");
+        probe
+            .send(tungstenite::Message::text(r#"{"op":"sub","topic":"up"}"#))
+            .unwrap();
+        assert!(read_data(&mut probe)
+            .into_text()
+            .unwrap()
+            .as_str()
+            .starts_with(r#"{"op":"subbed""#));
 
         let sent = Instant::now();
         proc.signal(signal::Signal::SIGTERM);
