@@ -436,7 +436,7 @@ pub struct Cli {
     /// Messages each topic keeps for resume, 0..=1000000 [default: 256] [env: CORECAST_HISTORY_LEN]
     #[arg(long, value_name = "N")]
     pub history_len: Option<usize>,
-    /// Age after which a message leaves a topic's history [default: 60s] [env: CORECAST_HISTORY_MAX_AGE]
+    /// Age after which a message leaves a topic's history [default: 1m] [env: CORECAST_HISTORY_MAX_AGE]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub history_max_age: Option<Duration>,
     /// Slow-consumer policy for unkeyed messages: disconnect or drop [default: disconnect] [env: CORECAST_SLOW_CONSUMER]
@@ -1118,6 +1118,11 @@ mod tests {
                 ("CORECAST_TCP_NODELAY", "off"),
                 ("CORECAST_LOG_FORMAT", "json"),
                 ("CORECAST_LOG_FILTER", "corecast=debug"),
+                ("CORECAST_HISTORY_LEN", "10"),
+                ("CORECAST_HISTORY_MAX_AGE", "5s"),
+                ("CORECAST_SLOW_CONSUMER", "drop"),
+                ("CORECAST_DROP_TOPICS", "md.*, x"),
+                ("CORECAST_INBOX_CAPACITY", "128"),
             ],
         )
         .unwrap();
@@ -1140,6 +1145,11 @@ mod tests {
             close_timeout: Duration::from_secs(120),
             drain_window: Duration::ZERO,
             subprotocols: vec!["x".into()],
+            history_len: 10,
+            history_max_age: Duration::from_secs(5),
+            slow_consumer: SlowConsumer::Drop,
+            drop_topics: vec!["md.*".into(), "x".into()],
+            inbox_capacity: 128,
             tcp_nodelay: false,
             log_format: LogFormat::Json,
             log_filter: "corecast=debug".into(),
@@ -1309,6 +1319,11 @@ mod tests {
             ("--close-timeout", Human(d.close_timeout).to_string()),
             ("--drain-window", Human(d.drain_window).to_string()),
             ("--subprotocol", "none".into()),
+            ("--history-len", d.history_len.to_string()),
+            ("--history-max-age", Human(d.history_max_age).to_string()),
+            ("--slow-consumer", "disconnect".into()),
+            ("--drop-topics", "none".into()),
+            ("--inbox-capacity", d.inbox_capacity.to_string()),
             ("--tcp-nodelay", d.tcp_nodelay.to_string()),
             ("--log-format", "text".into()),
             ("--log-filter", d.log_filter.clone()),

@@ -651,9 +651,8 @@ impl PubSub {
         conn: &ConnRef,
         enc: Encoding,
         r: TopicRef,
-        seq: u64,
+        (seq, replay): (u64, Replay),
         id: Option<&Id<'_>>,
-        replay: Replay,
     ) {
         let Some(t) = self.topic(r) else { return };
         let topic = t.name();
@@ -707,7 +706,7 @@ impl PubSub {
             SubState::Pending { id, then } => (id, then),
             SubState::Active(_) => (None, Vec::new()),
         };
-        self.welcome(ctx, &conn, enc, r, reply.seq, id.as_ref(), reply.replay);
+        self.welcome(ctx, &conn, enc, r, (reply.seq, reply.replay), id.as_ref());
         if then.is_empty() {
             return;
         }
@@ -800,8 +799,8 @@ impl PubSub {
                     state: SubState::Active(key),
                 });
             }
-            let (seq, replay) = self.join(r, since, enc);
-            self.welcome(ctx, &conn, enc, r, seq, req_id.as_ref(), replay);
+            let joined = self.join(r, since, enc);
+            self.welcome(ctx, &conn, enc, r, joined, req_id.as_ref());
             return;
         }
         t.pending += 1;
