@@ -1,6 +1,8 @@
 //! Criterion benchmarks of the per-connection send queue: push and drain throughput, offers on
-//! the fast path, and conflation on a full queue (with the index, against a linear scan).
-//! Each bench is short (about 2 s measured) so the set stays quick.
+//! the fast path, and conflation on a full queue (two frames per key: the newest is removed,
+//! leaving a tombstone, and the new one appended; compaction of the tombstones included),
+//! with the index, against a linear scan. Each bench is short (about 2 s measured) so the set
+//! stays quick.
 
 use std::{collections::VecDeque, io::IoSlice, time::Duration};
 
@@ -12,9 +14,10 @@ use criterion::{
 
 /// Frames per batch in the throughput benches (a vectored write takes up to 64).
 const BATCH: usize = 64;
-/// The full queue of the conflation benches: frames, distinct keys, frame length.
+/// The full queue of the conflation benches: frames, distinct keys (two frames each), frame
+/// length.
 const FULL: usize = 1000;
-const KEYS: u64 = 100;
+const KEYS: u64 = 500;
 const LEN: usize = 64;
 
 fn key(k: u64) -> Option<ConflationKey> {
@@ -31,7 +34,8 @@ fn drain(q: &mut SendQueue) {
     }
 }
 
-/// A queue holding `FULL` frames, keys `0..KEYS` in turn, and the bound that makes it full.
+/// A queue holding `FULL` frames, keys `0..KEYS` in turn (so two waiting frames per key), and
+/// the bound that makes it full. Offered with no bound, so no index is built yet.
 fn full_queue(frame: &Bytes) -> (SendQueue, usize) {
     let bound = FULL * frame_cost(LEN);
     let mut q = SendQueue::new();
@@ -73,10 +77,13 @@ fn bench_throughput(c: &mut Criterion) {
 }
 
 fn bench_conflation(c: &mut Criterion) {
-    let mut group = c.benchmark_group("queue_full_1000x100keys");
+    let mut group = c.benchmark_group("queue_full_1000x500keys");
     group.throughput(Throughput::Elements(1));
     let frame = Bytes::from(vec![0x5a; LEN]);
 
+    // Steady state under sustained conflation: every offer removes its key's newest frame (a
+    // tombstone) and appends; every 508th offer also compacts the lane (1,000 frames and 508
+    // tombstones), and the offer after it rebuilds the index: both amortised in the figure.
     let (mut q, bound) = full_queue(&frame);
     let mut i = 0u64;
     group.bench_function("offer_conflate", |b| {
@@ -92,6 +99,22 @@ fn bench_conflation(c: &mut Criterion) {
     });
     group.bench_function("offer_refused_unknown_key", |b| {
         b.iter(|| black_box(q.offer(frame.clone(), key(KEYS + 1), bound, SlowPolicy::Drop)))
+    });
+    // One compaction on its own: the 508th tombstone (past 999 / 2 + 8: the frames left once it
+    // is made) makes the offer compact the lane (`tests::compaction_threshold` checks it).
+    group.bench_function("offer_conflate_that_compacts", |b| {
+        b.iter_batched_ref(
+            || {
+                let (mut q, bound) = full_queue(&frame);
+                for k in 0..507 {
+                    let outcome = q.offer(frame.clone(), key(k % KEYS), bound, SlowPolicy::Drop);
+                    assert_eq!(outcome, Offer::Conflated);
+                }
+                (q, bound)
+            },
+            |(q, bound)| black_box(q.offer(frame.clone(), key(7), *bound, SlowPolicy::Drop)),
+            BatchSize::LargeInput,
+        )
     });
     group.bench_function("first_conflation_builds_index", |b| {
         b.iter_batched_ref(

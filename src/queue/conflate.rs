@@ -1,4 +1,4 @@
-//! Conflation keys and the index that finds the queued frame of a key without a scan.
+//! Conflation keys and the index that finds the waiting frames of a key without a scan.
 //!
 //! Pure data: no I/O, no clock. The index exists only while a slow connection needs it (see
 //! [`KeyIndex`]); a connection that keeps up never hashes a key.
@@ -31,19 +31,32 @@ impl ConflationKey {
     }
 }
 
-/// Key → position of the latest queued data frame with that key, or not built at all.
+/// What the index knows of one key: the id of its newest waiting frame and how many of its
+/// frames are waiting (queued, not started, not removed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Waiting {
+    /// Id of the newest waiting frame with the key.
+    pub(super) newest: u32,
+    /// Waiting frames with the key (at least 1: a key with none has no entry).
+    pub(super) count: u32,
+}
+
+/// Key → its newest waiting data frame and the number of its waiting frames, or not built at
+/// all.
 ///
-/// Positions are data-lane ids: the frame at the front of the data lane has id `base` (kept by
-/// the queue), the next `base + 1`, wrapping in `u32` (a lane never holds 2³² frames).
+/// Ids are data-lane ids: the slot at the front of the data lane has id `base` (kept by the
+/// queue), the next `base + 1`, wrapping in `u32` (a lane never holds 2³² slots). Removed
+/// frames (tombstones) keep their slot, and so their id, until the lane is compacted, which
+/// resets the index.
 ///
 /// While not `live`, the map is empty and nothing maintains it: a connection whose queue stays
-/// under its bound pays nothing for conflation. The first offer that needs a lookup builds it
-/// with one pass over the data lane; from then on every push, pop and discard keeps it exact,
-/// until the data lane runs empty, which makes it not live again (its capacity is kept until
-/// the lanes are released by `shrink`).
+/// under half its bound pays nothing for conflation. The first offer that needs a lookup
+/// builds it with one pass over the data lane; from then on every push, pop, conflation and
+/// discard keeps it exact, until the data lane runs empty or is compacted, which makes it not
+/// live again (its capacity is kept until the lanes are released by `shrink`).
 #[derive(Debug, Default)]
 pub(super) struct KeyIndex {
-    map: HashMap<ConflationKey, u32, KeyHasherBuilder>,
+    map: HashMap<ConflationKey, Waiting, KeyHasherBuilder>,
     live: bool,
 }
 
@@ -53,16 +66,23 @@ impl KeyIndex {
         self.live
     }
 
-    /// Build from `(id, key)` of every keyed frame in the data lane, front to back, so each key
-    /// maps to its latest frame.
+    /// Build from `(id, key)` of every waiting keyed frame in the data lane, front to back, so
+    /// each key maps to its newest frame and its count.
     pub(super) fn build(&mut self, keyed: impl Iterator<Item = (u32, ConflationKey)>) {
         self.map.clear();
-        self.map.extend(keyed.map(|(id, k)| (k, id)));
+        for (id, key) in keyed {
+            let w = self.map.entry(key).or_insert(Waiting {
+                newest: id,
+                count: 0,
+            });
+            w.newest = id;
+            w.count += 1;
+        }
         self.live = true;
     }
 
-    /// The id of the latest queued frame with `key` (only meaningful while live).
-    pub(super) fn get(&self, key: &ConflationKey) -> Option<u32> {
+    /// The newest waiting frame of `key` and the count (only meaningful while live).
+    pub(super) fn get(&self, key: &ConflationKey) -> Option<Waiting> {
         debug_assert!(self.live);
         self.map.get(key).copied()
     }
@@ -70,19 +90,45 @@ impl KeyIndex {
     /// A keyed frame with `id` was appended to the data lane.
     pub(super) fn pushed(&mut self, key: ConflationKey, id: u32) {
         if self.live {
-            self.map.insert(key, id);
+            let w = self.map.entry(key).or_insert(Waiting {
+                newest: id,
+                count: 0,
+            });
+            w.newest = id;
+            w.count += 1;
         }
     }
 
-    /// The keyed frame with `id` left the front of the data lane: forget it unless a later
-    /// frame with the same key is queued.
-    pub(super) fn popped(&mut self, key: ConflationKey, id: u32) {
-        if self.live && self.map.get(&key) == Some(&id) {
-            self.map.remove(&key);
+    /// The newest waiting frame of `key` was removed and a frame with `key` and `id` appended
+    /// in its stead: same count, new newest.
+    pub(super) fn replaced(&mut self, key: ConflationKey, id: u32) {
+        if self.live {
+            let w = self.map.get_mut(&key);
+            debug_assert!(w.is_some(), "a replaced key is indexed");
+            if let Some(w) = w {
+                w.newest = id;
+            }
         }
     }
 
-    /// The data lane is empty: nothing to index (the capacity stays for the next episode).
+    /// The oldest waiting frame of `key` left the front of the data lane (it is being
+    /// written): one fewer waiting, and no entry once none is.
+    pub(super) fn popped(&mut self, key: ConflationKey) {
+        if !self.live {
+            return;
+        }
+        if let Some(w) = self.map.get_mut(&key) {
+            w.count -= 1;
+            if w.count == 0 {
+                self.map.remove(&key);
+            }
+        } else {
+            debug_assert!(false, "a popped key is indexed");
+        }
+    }
+
+    /// The data lane is empty or was compacted: forget everything (the capacity stays for the
+    /// next episode).
     pub(super) fn reset(&mut self) {
         self.map.clear();
         self.live = false;
@@ -96,14 +142,14 @@ impl KeyIndex {
 
     /// The entries, for checking against a rebuild.
     #[cfg(test)]
-    pub(super) fn snapshot(&self) -> HashMap<ConflationKey, u32> {
+    pub(super) fn snapshot(&self) -> HashMap<ConflationKey, Waiting> {
         self.map.iter().map(|(k, v)| (*k, *v)).collect()
     }
 
-    /// Bytes the index may hold per entry in the worst case: key, id and control byte, over a
-    /// table that has just doubled (load 7/16 of its buckets).
+    /// Bytes the index may hold per entry in the worst case: key, entry and control byte, over
+    /// a table that has just doubled (load 7/16 of its buckets).
     pub(super) const WORST_BYTES_PER_ENTRY: usize =
-        (std::mem::size_of::<(ConflationKey, u32)>() + 1) * 16 / 7 + 1;
+        (std::mem::size_of::<(ConflationKey, Waiting)>() + 1) * 16 / 7 + 1;
 }
 
 /// Builds [`KeyHasher`]s seeded with one random value per process.
@@ -197,21 +243,26 @@ mod tests {
     }
 
     #[test]
-    fn index_tracks_the_latest_frame_of_each_key() {
+    fn index_tracks_the_newest_frame_and_count_of_each_key() {
         let a = ConflationKey::new(1, 1);
         let b = ConflationKey::new(1, 2);
+        let w = |newest, count| Some(Waiting { newest, count });
         let mut ix = KeyIndex::default();
         ix.pushed(a, 0); // not live: ignored
         assert!(!ix.is_live());
         ix.build([(0, a), (1, b), (2, a)].into_iter());
-        assert_eq!(ix.get(&a), Some(2));
-        assert_eq!(ix.get(&b), Some(1));
-        ix.popped(a, 0); // an older frame of `a`: the entry stays
-        assert_eq!(ix.get(&a), Some(2));
-        ix.popped(b, 1);
+        assert_eq!(ix.get(&a), w(2, 2));
+        assert_eq!(ix.get(&b), w(1, 1));
+        ix.popped(a); // the older frame of `a`: the entry stays, one fewer waiting
+        assert_eq!(ix.get(&a), w(2, 1));
+        ix.replaced(a, 3); // its newest removed, a new one appended
+        assert_eq!(ix.get(&a), w(3, 1));
+        ix.popped(b);
         assert_eq!(ix.get(&b), None);
-        ix.pushed(b, 3);
-        assert_eq!(ix.get(&b), Some(3));
+        ix.pushed(b, 4);
+        ix.pushed(b, 5);
+        assert_eq!(ix.get(&b), w(5, 2));
+        assert_eq!(ix.len(), 2);
         ix.reset();
         assert!(!ix.is_live());
         assert_eq!(ix.len(), 0);

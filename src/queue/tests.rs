@@ -152,26 +152,120 @@ fn push_data_ignores_the_bound_but_counts_against_it() {
 }
 
 #[test]
-fn conflation_replaces_in_place_and_keeps_fairness() {
+fn past_half_a_key_keeps_two_frames_and_its_newest_value_goes_to_the_back() {
     let mut q = SendQueue::new();
     let bound = bound_for(6, 2);
     assert_eq!(q.offer(frame(b'a', 2), key(1), bound, CLOSE), Offer::Queued);
     assert_eq!(q.offer(frame(b'b', 2), key(2), bound, CLOSE), Offer::Queued);
     assert_eq!(q.offer(frame(b'c', 2), key(3), bound, CLOSE), Offer::Queued);
     assert!(!q.index_is_live(), "no index up to half the bound");
-    assert_eq!(
-        q.offer(frame(b'A', 2), key(1), bound, CLOSE),
-        Offer::Conflated
-    );
+    // Past half: key 1 has one frame waiting and this one fits, so it becomes the second.
+    assert_eq!(q.offer(frame(b'A', 2), key(1), bound, CLOSE), Offer::Queued);
     assert!(q.index_is_live());
+    // Key 1 has two: its newest (`A`) is removed, the new value goes to the back.
     assert_eq!(
-        q.offer(frame(b'C', 2), key(3), bound, CLOSE),
+        q.offer(frame(b'B', 2), key(1), bound, CLOSE),
         Offer::Conflated
     );
-    assert_eq!(q.queued_bytes(), 6);
+    assert_eq!(q.data_slots(), (5, 1), "one tombstone");
+    assert_eq!(q.queued_bytes(), 8);
+    assert_eq!(
+        q.charged_bytes(),
+        4 * frame_cost(2),
+        "a tombstone is not charged"
+    );
+    assert_eq!(q.offer(frame(b'C', 2), key(3), bound, CLOSE), Offer::Queued);
     q.check_invariants();
-    assert_eq!(drain_all(&mut q, 100), b"AAbbCC");
+    assert_eq!(drain_all(&mut q, 100), b"aabbccBBCC");
     assert!(!q.index_is_live(), "an empty data lane retires the index");
+    assert_eq!(q.data_slots(), (0, 0));
+}
+
+#[test]
+fn conflated_frames_go_behind_everything_so_seq_never_goes_backwards() {
+    // Frames carry their topic's seq, 1 to 7, over keys 1 and 2. Replacing in place (the old
+    // rule) turned `1 2` into `3 2` at the third offer.
+    let mut q = SendQueue::new();
+    let bound = bound_for(4, 1);
+    let seq = |n: u8| frame(b'0' + n, 1);
+    assert_eq!(q.offer(seq(1), key(1), bound, DROP), Offer::Queued);
+    assert_eq!(q.offer(seq(2), key(2), bound, DROP), Offer::Queued);
+    assert_eq!(q.offer(seq(3), key(1), bound, DROP), Offer::Queued);
+    assert_eq!(q.offer(seq(4), key(1), bound, DROP), Offer::Conflated);
+    assert_eq!(q.offer(seq(5), key(2), bound, DROP), Offer::Queued);
+    assert_eq!(q.offer(seq(6), key(2), bound, DROP), Offer::Conflated);
+    assert_eq!(q.offer(seq(7), key(1), bound, DROP), Offer::Conflated);
+    q.check_invariants();
+    assert_eq!(drain_all(&mut q, 3), b"1267");
+}
+
+#[test]
+fn tombstones_are_never_written_and_never_charged() {
+    let mut q = SendQueue::new();
+    let bound = bound_for(4, 3);
+    for (v, k) in [(b'a', 1), (b'b', 2), (b'c', 1), (b'd', 2)] {
+        assert_eq!(q.offer(frame(v, 3), key(k), bound, DROP), Offer::Queued);
+    }
+    assert_eq!(
+        q.offer(frame(b'e', 3), key(1), bound, DROP),
+        Offer::Conflated
+    );
+    assert_eq!(
+        q.offer(frame(b'f', 3), key(2), bound, DROP),
+        Offer::Conflated
+    );
+    assert_eq!(q.data_slots(), (6, 2));
+    assert_eq!(q.charged_bytes(), bound);
+    let mut slices = [IoSlice::new(&[]); 8];
+    let n = q.fill_slices(&mut slices);
+    assert_eq!(n, 4);
+    assert!(slices[..n].iter().all(|s| s.len() == 3), "no empty slice");
+    let got: Vec<u8> = slices[..n].iter().map(|s| s[0]).collect();
+    assert_eq!(got, b"abef");
+    // Writing `a` and `b` whole leaves the tombstones of `c` and `d` at the front: dropped.
+    q.advance(6);
+    assert_eq!(q.data_slots(), (2, 0));
+    q.check_invariants();
+    assert_eq!(drain_all(&mut q, 2), b"eeefff");
+}
+
+#[test]
+fn a_stalled_reader_under_sustained_conflation_keeps_the_lane_compact() {
+    let mut q = SendQueue::new();
+    let bound = bound_for(40, 10);
+    let mut compactions = 0;
+    let mut last_slots = 0;
+    for i in 0..20_000u64 {
+        let outcome = q.offer(frame(b'0' + (i % 10) as u8, 10), key(i % 10), bound, CLOSE);
+        assert!(outcome.accepted(), "offer {i}: {outcome:?}");
+        let (slots, dead) = q.data_slots();
+        let live = slots - dead;
+        assert!(
+            dead <= live / 2 + COMPACT_SLACK,
+            "{dead} tombstones, {live} frames"
+        );
+        if slots < last_slots {
+            compactions += 1;
+        }
+        last_slots = slots;
+        if i % 97 == 0 {
+            q.check_invariants();
+        }
+    }
+    // 40 frames fit; the first 20 (two per key) are appended up to half the bound, then every
+    // offer conflates.
+    let (slots, dead) = q.data_slots();
+    assert_eq!(
+        slots - dead,
+        20,
+        "two per key, appended below half the bound"
+    );
+    assert!(compactions > 500, "{compactions} compactions");
+    q.check_invariants();
+    // Each key's values still arrive in order, and the last value of every key is last.
+    let out = drain_all(&mut q, 7);
+    let values: Vec<u8> = out.chunks(10).map(|c| c[0]).collect();
+    assert_eq!(&values[values.len() - 10..], b"0123456789");
 }
 
 #[test]
@@ -191,19 +285,48 @@ fn conflation_replaces_the_latest_frame_of_the_key() {
     assert_eq!(
         drain_all(&mut q, 100),
         b"14",
-        "values of a key stay in offer order"
+        "the oldest stays, the newest is replaced"
     );
 }
 
 #[test]
-fn past_half_the_bound_a_queued_key_is_replaced_not_added() {
+fn compaction_threshold() {
+    // The shape of the compaction bench: 1,000 frames, two per key, full. A tombstone is
+    // counted against the frames left once it is made (999): the 508th (past 999 / 2 + 8)
+    // compacts.
+    let mut q = SendQueue::new();
+    let bound = bound_for(1000, 64);
+    for i in 0..1000 {
+        assert_eq!(
+            q.offer(frame(1, 64), key(i % 500), usize::MAX, DROP),
+            Offer::Queued
+        );
+    }
+    for k in 0..507 {
+        let outcome = q.offer(frame(2, 64), key(k % 500), bound, DROP);
+        assert_eq!(outcome, Offer::Conflated);
+    }
+    assert_eq!(q.data_slots(), (1507, 507));
+    assert!(q.index_is_live());
+    assert_eq!(q.offer(frame(2, 64), key(7), bound, DROP), Offer::Conflated);
+    assert_eq!(q.data_slots(), (1000, 0), "compacted");
+    assert!(!q.index_is_live(), "reset; rebuilt on the next lookup");
+    assert_eq!(q.charged_bytes(), bound);
+    assert_eq!(q.offer(frame(3, 64), key(0), bound, DROP), Offer::Conflated);
+    q.check_invariants();
+    assert_eq!(q.data_slots(), (1001, 1));
+}
+
+#[test]
+fn past_half_the_bound_a_hot_key_is_replaced_not_added() {
     let mut q = SendQueue::new();
     let bound = bound_for(8, 1);
     // Up to half the bound, every value is kept: a reader that keeps up loses nothing.
     for v in b"abcd" {
         assert_eq!(q.offer(frame(*v, 1), key(1), bound, DROP), Offer::Queued);
     }
-    // Past half, the hot key conflates and leaves the rest of the room to other keys.
+    // Past half, the hot key conflates (its newest goes to the back) and leaves the rest of
+    // the room to other keys.
     assert_eq!(
         q.offer(frame(b'e', 1), key(1), bound, DROP),
         Offer::Conflated
@@ -219,7 +342,26 @@ fn past_half_the_bound_a_queued_key_is_replaced_not_added() {
         Offer::Conflated
     );
     assert_eq!(q.offer(frame(b'u', 1), None, bound, DROP), Offer::Dropped);
-    assert_eq!(drain_all(&mut q, 100), b"abcf2345");
+    q.check_invariants();
+    assert_eq!(drain_all(&mut q, 100), b"abc2345f");
+}
+
+#[test]
+fn a_key_with_one_frame_waiting_gets_a_second_only_if_it_fits() {
+    let mut q = SendQueue::new();
+    let bound = bound_for(3, 4);
+    assert_eq!(q.offer(frame(b'a', 4), key(1), bound, DROP), Offer::Queued);
+    // Past half; key 1 has one frame waiting and this one fits: its second.
+    assert_eq!(q.offer(frame(b'A', 4), key(1), bound, DROP), Offer::Queued);
+    assert_eq!(q.offer(frame(b'b', 4), key(2), bound, DROP), Offer::Queued);
+    // Full: key 2's only waiting frame is removed and the new one goes to the back.
+    assert_eq!(
+        q.offer(frame(b'B', 4), key(2), bound, DROP),
+        Offer::Conflated
+    );
+    assert_eq!(q.charged_bytes(), bound);
+    q.check_invariants();
+    assert_eq!(drain_all(&mut q, 5), b"aaaaAAAABBBB");
 }
 
 #[test]
@@ -361,7 +503,7 @@ fn discard_data_retires_the_index() {
         Offer::Conflated
     );
     q.check_invariants();
-    assert_eq!(drain_all(&mut q, 1), b"XXyy");
+    assert_eq!(drain_all(&mut q, 1), b"yyXX");
 }
 
 #[test]
@@ -372,15 +514,19 @@ fn index_positions_survive_wrapping() {
     for (v, k) in [(b'a', 1), (b'b', 2), (b'c', 3), (b'd', 4)] {
         assert_eq!(q.offer(frame(v, 1), key(k), bound, DROP), Offer::Queued);
     }
+    // `d` has id 0 (past the wrap); full, so it is removed and `D` (id 1) appended.
     assert_eq!(
         q.offer(frame(b'D', 1), key(4), bound, DROP),
         Offer::Conflated
     );
     let mut slices = [IoSlice::new(&[]); 1];
     q.fill_slices(&mut slices);
-    q.advance(2); // a and b out; d and e have ids past the wrap (0 and 1)
+    q.advance(2); // a and b out
+    q.check_invariants();
+    // Key 3 has one frame (`c`, id u32::MAX) and this one fits: its second, id 2.
+    assert_eq!(q.offer(frame(b'C', 1), key(3), bound, DROP), Offer::Queued);
     assert_eq!(
-        q.offer(frame(b'C', 1), key(3), bound, DROP),
+        q.offer(frame(b'K', 1), key(3), bound, DROP),
         Offer::Conflated
     );
     assert_eq!(q.offer(frame(b'e', 1), key(5), bound, DROP), Offer::Queued);
@@ -388,8 +534,9 @@ fn index_positions_survive_wrapping() {
         q.offer(frame(b'E', 1), key(5), bound, DROP),
         Offer::Conflated
     );
+    assert_eq!(q.offer(frame(b'x', 1), None, bound, DROP), Offer::Dropped);
     q.check_invariants();
-    assert_eq!(drain_all(&mut q, 100), b"CDE");
+    assert_eq!(drain_all(&mut q, 100), b"cDKE");
 }
 
 #[test]
@@ -412,8 +559,9 @@ fn shrink_releases_lanes_and_index() {
 #[test]
 fn frame_overhead_covers_the_bookkeeping() {
     // docs/backpressure.md quotes these sizes.
-    assert_eq!(std::mem::size_of::<Lanes>(), 168);
+    assert_eq!(std::mem::size_of::<Lanes>(), 176);
     assert_eq!(std::mem::size_of::<Slot>(), 48);
     assert_eq!(KeyIndex::WORST_BYTES_PER_ENTRY, 58);
-    assert!(2 * std::mem::size_of::<Slot>() + KeyIndex::WORST_BYTES_PER_ENTRY <= FRAME_OVERHEAD);
+    assert_eq!(FRAME_OVERHEAD, 208);
+    assert!(3 * std::mem::size_of::<Slot>() + KeyIndex::WORST_BYTES_PER_ENTRY <= FRAME_OVERHEAD);
 }
