@@ -1,19 +1,32 @@
-//! `corecast-load`: the load generator. Scenarios so far:
-//! - `connect`: open N WebSocket connections from many 127.0.0.x source addresses, hold them
-//!   idle, and report handshakes/s, failures and the server's RSS per connection (from /proc).
+//! `corecast-load`: a thread-per-core load generator for corecast and any other WebSocket
+//! server. Scenarios (subcommands): `connect`, `echo`, `fanout`, `slow`, `storm`; see
+//! `perf/README.md`.
+//!
+//! Every scenario runs for a fixed time, reports distributions (HDR histograms) rather than
+//! averages, prints a table, and writes a JSON report with `--json FILE`. With `--server-pid` it
+//! also reports the server's CPU-seconds and RSS over the measured window. `--processes P` runs
+//! P copies and merges their results.
 
-use std::{
-    io::{Read, Write},
-    net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc,
-    },
-    time::{Duration, Instant},
-};
+mod clock;
+mod connect;
+mod echo;
+mod fanout;
+mod multi;
+mod net;
+mod proc;
+mod pubsub;
+mod report;
+mod run;
+mod slow;
+mod storm;
+mod ws;
+
+use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use socket2::{Domain, Socket, Type};
+use serde::Serialize;
+
+use crate::report::{Report, Results};
 
 #[derive(Parser)]
 #[command(
@@ -27,128 +40,139 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Scenario {
-    /// Open N connections, hold them idle, report handshake rate and server RSS per connection.
-    Connect(ConnectArgs),
+    /// Open N connections (at a rate or as fast as possible), hold them, report handshake
+    /// latency, failures and the server's RSS per connection.
+    Connect(connect::ConnectArgs),
+    /// Echo round trips over C connections, open loop at a rate or closed loop at max rate.
+    Echo(echo::EchoArgs),
+    /// corecast pub/sub: S subscribers over T topics, P publishers at a total rate.
+    Fanout(fanout::FanoutArgs),
+    /// Fan-out with slow and stalled subscribers: server RSS over time, gaps, disconnects.
+    Slow(slow::SlowArgs),
+    /// Hold C connections, drop them all at once, and time the reconnection storm.
+    Storm(storm::StormArgs),
 }
 
-#[derive(clap::Args)]
-struct ConnectArgs {
-    /// Server address (host:port).
+/// Flags every scenario takes.
+#[derive(clap::Args, Serialize, Clone, Debug)]
+pub struct Common {
+    /// Server address, host:port.
     #[arg(long, default_value = "127.0.0.1:9001")]
-    target: SocketAddr,
-    /// Connections to open.
-    #[arg(long, short = 'n', default_value_t = 10_000)]
-    connections: usize,
-    /// Client threads.
-    #[arg(long, default_value_t = 4)]
-    threads: usize,
-    /// Source addresses 127.0.0.2 .. 127.0.0.(1+N) used round-robin (loopback targets only).
-    #[arg(long, default_value_t = 16)]
-    source_ips: u8,
-    /// Seconds to hold the connections before reading RSS and closing.
-    #[arg(long, default_value_t = 3)]
-    hold: u64,
-    /// PID of the server, to read its RSS from /proc.
+    pub target: String,
+    /// Request path of the WebSocket endpoint.
+    #[arg(long, default_value = "/")]
+    pub path: String,
+    /// Seconds of measurement (for storm: seconds connections are held between drops).
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Seconds of load before measurement starts (echo, fanout, slow).
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Write the report as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Server PID: report its CPU-seconds and RSS over the measured window (from /proc).
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+    /// Client threads per process [default: cores / processes].
     #[arg(long)]
-    server_pid: Option<u32>,
+    pub threads: Option<usize>,
+    /// Spread connections round-robin over source addresses 127.0.0.2.. (loopback targets
+    /// only; 0 = let the kernel choose), so more than ~28k connections fit.
+    #[arg(long, default_value_t = 16, value_name = "K")]
+    pub source_ips: u32,
+    /// Run P generator processes, each with a share of the connections and rates, and merge
+    /// their results (beyond one process's open-files limit).
+    #[arg(long, default_value_t = 1, value_name = "P")]
+    pub processes: usize,
+    /// Seconds one connection attempt (TCP connect + upgrade) may take.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub connect_timeout: f64,
+    /// Internal: this process is child number N of `--processes`.
+    #[arg(long, hide = true)]
+    pub child: Option<usize>,
 }
 
-fn main() {
-    match Cli::parse().scenario {
-        Scenario::Connect(a) => connect(a),
+fn execute<R: Results>(
+    common: &Common,
+    params: serde_json::Value,
+    run: impl FnOnce() -> anyhow::Result<Report<R>>,
+) -> anyhow::Result<()> {
+    let mut report = if common.processes > 1 && !common.is_child() {
+        let mut r = multi::run_parent::<R>(common)?;
+        r.params = params;
+        r
+    } else {
+        run()?
+    };
+    if common.is_child() {
+        let path = common
+            .json
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("a child process needs --json"))?;
+        return report::write_json(path, &report);
     }
-}
-
-/// Resident set size of `pid` in bytes, from /proc/PID/status.
-fn rss_bytes(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
-fn open_one(target: SocketAddr, source: Option<Ipv4Addr>) -> std::io::Result<TcpStream> {
-    let sock = Socket::new(Domain::for_address(target), Type::STREAM, None)?;
-    if let Some(ip) = source {
-        sock.bind(&SocketAddr::new(IpAddr::V4(ip), 0).into())?;
+    report
+        .results
+        .finish(report.duration_s, report.server.as_ref());
+    report::print(&report);
+    if let Some(path) = &common.json {
+        report::write_json(path, &report)?;
+        println!("report written to {}", path.display());
     }
-    sock.connect(&target.into())?;
-    let mut s: TcpStream = sock.into();
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET / HTTP/1.1\r\nHost: {target}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )?;
-    let mut head = [0u8; 512];
-    let mut len = 0;
-    while !head[..len].ends_with(b"\r\n\r\n") {
-        let n = s.read(&mut head[len..])?;
-        if n == 0 || len + n == head.len() {
-            return Err(std::io::Error::other("bad handshake response"));
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    clock::init();
+    let limit = net::raise_fd_limit();
+    let cli = Cli::parse();
+    let res = match cli.scenario {
+        Scenario::Connect(a) => {
+            warn_fds(&a.common, a.connections, limit);
+            execute(&a.common, run::params(&a), || connect::run(&a))
         }
-        len += n;
-    }
-    if !head.starts_with(b"HTTP/1.1 101") {
-        return Err(std::io::Error::other("handshake refused"));
-    }
-    Ok(s)
-}
-
-fn connect(a: ConnectArgs) {
-    let loopback = a.target.ip().is_loopback();
-    let rss_before = a.server_pid.and_then(rss_bytes);
-    let failures = Arc::new(AtomicUsize::new(0));
-    let start = Instant::now();
-    let per_thread = a.connections.div_ceil(a.threads.max(1));
-    let mut handles = Vec::new();
-    for t in 0..a.threads.max(1) {
-        let failures = failures.clone();
-        let (target, n_ips) = (a.target, a.source_ips.max(1));
-        let count = per_thread.min(a.connections.saturating_sub(t * per_thread));
-        handles.push(std::thread::spawn(move || {
-            let mut held = Vec::with_capacity(count);
-            for i in 0..count {
-                let src = loopback
-                    .then(|| Ipv4Addr::new(127, 0, 0, 2 + ((t + i) % n_ips as usize) as u8));
-                match open_one(target, src) {
-                    Ok(s) => held.push(s),
-                    Err(_) => {
-                        failures.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-            held
-        }));
-    }
-    let held: Vec<Vec<TcpStream>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    let elapsed = start.elapsed();
-    let open: usize = held.iter().map(Vec::len).sum();
-    std::thread::sleep(Duration::from_secs(a.hold));
-    let rss_after = a.server_pid.and_then(rss_bytes);
-    println!("scenario      connect");
-    println!("target        {}", a.target);
-    println!(
-        "connections   {open} open, {} failed",
-        failures.load(Ordering::Relaxed)
-    );
-    println!(
-        "ramp          {:.2} s, {:.0} handshakes/s",
-        elapsed.as_secs_f64(),
-        open as f64 / elapsed.as_secs_f64()
-    );
-    if let (Some(b), Some(af)) = (rss_before, rss_after) {
-        println!(
-            "server rss    {:.1} MiB before, {:.1} MiB held",
-            b as f64 / 1048576.0,
-            af as f64 / 1048576.0
-        );
-        if open > 0 {
-            println!(
-                "rss/conn      {:.0} bytes",
-                (af.saturating_sub(b)) as f64 / open as f64
+        Scenario::Echo(a) => {
+            warn_fds(&a.common, a.connections, limit);
+            execute(&a.common, run::params(&a), || echo::run(&a))
+        }
+        Scenario::Fanout(a) => {
+            warn_fds(&a.common, a.subscribers + a.publishers, limit);
+            execute(&a.common, run::params(&a), || fanout::run(&a))
+        }
+        Scenario::Slow(a) => {
+            warn_fds(
+                &a.fanout.common,
+                a.fanout.subscribers + a.fanout.publishers,
+                limit,
             );
+            execute(&a.fanout.common, run::params(&a), || slow::run(&a))
+        }
+        Scenario::Storm(a) => {
+            warn_fds(&a.common, a.connections, limit);
+            execute(&a.common, run::params(&a), || storm::run(&a))
+        }
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("corecast-load: {e:#}");
+            ExitCode::FAILURE
         }
     }
-    drop(held);
+}
+
+/// Warns when one process's share of the connections will not fit its open-files limit.
+fn warn_fds(common: &Common, connections: usize, limit: u64) {
+    if common.is_child() {
+        return;
+    }
+    let per_proc = connections.div_ceil(common.processes.max(1)) as u64;
+    if limit > 0 && per_proc + 64 > limit {
+        eprintln!(
+            "warning: {per_proc} connections per process but the open-files limit is {limit}; \
+             use --processes {}",
+            (connections as u64).div_ceil(limit.saturating_sub(64).max(1))
+        );
+    }
 }
