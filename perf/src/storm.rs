@@ -4,10 +4,11 @@
 //! `--backoff none` reconnects at once and retries a failure at once (the thundering herd);
 //! `--backoff jittered` waits a random time in [0, min(cap, base x 2^attempt)) before each
 //! attempt, the first included ("full jitter"; base 50 ms, cap 5 s by default). Each round
-//! reports the time until every connection was back, percentiles of per-connection reconnect
-//! time (from the drop to the 101), attempts, and failures by kind (refused, timeout,
-//! http_503, ...). The initial ramp is reported as round 0, with at most `--concurrency`
-//! attempts in progress per thread.
+//! reports the time until every connection was back (from the start of the drop), percentiles
+//! of per-connection reconnect time (from that connection's close to its 101; closing
+//! thousands of sockets takes a while itself), attempts, and failures by kind (refused,
+//! timeout, http_503, ...). The initial ramp is reported as round 0, with at most
+//! `--concurrency` attempts in progress per thread.
 
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
@@ -85,9 +86,9 @@ pub struct Round {
     pub back: u64,
     /// Connections not back when the round timed out.
     pub not_back: u64,
-    /// Time from the drop until the last connection was back (s).
+    /// Time from the start of the drop until the last connection was back (s).
     pub all_back_s: f64,
-    /// Median per-connection reconnect time (ms).
+    /// Median per-connection reconnect time, from its close to its 101 (ms).
     pub p50_ms: Option<f64>,
     /// 99th percentile reconnect time (ms).
     pub p99_ms: Option<f64>,
@@ -262,6 +263,7 @@ fn worker(w: Worker, a: &StormArgs, target: &Target, offset: usize, local: usize
     let mut rng = Rng::new(0x5707 ^ (offset + w.index) as u64);
     let mut conns: Vec<Option<Conn>> = (0..mine.len()).map(|_| None).collect();
     let mut attempts: Vec<u32> = vec![0; mine.len()];
+    let mut dropped_at: Vec<u64> = vec![0; mine.len()];
     let mut done = Vec::new();
     let mut data = 0u64;
     let idx = |slot: usize| (offset + mine[slot], None);
@@ -280,8 +282,9 @@ fn worker(w: Worker, a: &StormArgs, target: &Target, offset: usize, local: usize
         if round == 0 {
             out.windows.set_origin(t0);
         }
-        // The drop.
-        for c in conns.iter_mut() {
+        // The drop. Closing thousands of sockets takes a while, so each connection's
+        // reconnect time runs from its own close (and `all_back_s` from the round's start).
+        for (slot, c) in conns.iter_mut().enumerate() {
             if let Some(conn) = c.take() {
                 if a.drop_how == DropHow::Rst {
                     let _ = socket2::SockRef::from(&conn.stream)
@@ -289,6 +292,7 @@ fn worker(w: Worker, a: &StormArgs, target: &Target, offset: usize, local: usize
                 }
                 drop(conn);
             }
+            dropped_at[slot] = now_ns();
         }
         let mut dialer = Dialer::new(
             if round == 0 {
@@ -301,7 +305,7 @@ fn worker(w: Worker, a: &StormArgs, target: &Target, offset: usize, local: usize
         for (slot, at) in attempts.iter_mut().enumerate() {
             *at = 0;
             let d = if round == 0 { 0 } else { delay(a, 0, &mut rng) };
-            dialer.queue(slot, t0 + d);
+            dialer.queue(slot, dropped_at[slot] + d);
         }
         let mut r = Round {
             round,
@@ -320,7 +324,7 @@ fn worker(w: Worker, a: &StormArgs, target: &Target, offset: usize, local: usize
                 match d {
                     Dialed::Open { slot, conn, .. } => {
                         let at = now_ns();
-                        let took = at.saturating_sub(t0);
+                        let took = at.saturating_sub(dropped_at[slot]);
                         report::record(&mut h, took);
                         if round > 0 {
                             report::record(&mut out.hist, took);
