@@ -53,6 +53,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Admin HTTP listen address.
     pub admin_listen: SocketAddr,
+    /// A file holding the admin API's bearer token; when set, every admin endpoint except
+    /// `/healthz` and `/readyz` requires `Authorization: Bearer <token>`.
+    pub admin_token_file: Option<PathBuf>,
     /// Worker threads; 0 means one per available core.
     pub workers: usize,
     /// Pin each worker to a core.
@@ -111,6 +114,7 @@ impl Default for Config {
         Config {
             listen: "0.0.0.0:9001".parse().expect("static address"),
             admin_listen: "127.0.0.1:9002".parse().expect("static address"),
+            admin_token_file: None,
             workers: 0,
             pin_workers: true,
             driver: Driver::Auto,
@@ -385,6 +389,9 @@ pub struct Cli {
     /// Admin HTTP listen address, IP:PORT [default: 127.0.0.1:9002] [env: CORECAST_ADMIN_LISTEN]
     #[arg(long, value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
+    /// File with the admin API's bearer token (required on all but /healthz and /readyz) [default: none] [env: CORECAST_ADMIN_TOKEN_FILE]
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// Worker threads, 0 = one per core, at most 1024 [default: 0] [env: CORECAST_WORKERS]
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
@@ -468,6 +475,7 @@ pub struct Cli {
 struct FileConfig {
     listen: Option<SocketAddr>,
     admin_listen: Option<SocketAddr>,
+    admin_token_file: Option<PathBuf>,
     workers: Option<usize>,
     pin_workers: Option<bool>,
     driver: Option<Driver>,
@@ -592,7 +600,7 @@ fn overlay_toml(s: &str, mut base: Config) -> Result<Config, String> {
         None => e.message().trim_end().to_string(),
     })?;
     overlay!(base <- file:
-        listen, admin_listen, workers, pin_workers, driver, uring_entries, backlog,
+        listen, admin_listen, admin_token_file, workers, pin_workers, driver, uring_entries, backlog,
         max_connections, max_handshake_bytes, max_frame_bytes, max_message_bytes,
         send_buffer_bytes, ping_interval, pong_timeout, handshake_timeout, close_timeout,
         drain_window, subprotocols, history_len, history_max_age, slow_consumer, drop_topics,
@@ -672,6 +680,7 @@ fn overlay_env(
     from_env! {
         listen => parse_from_str::<SocketAddr>,
         admin_listen => parse_from_str::<SocketAddr>,
+        admin_token_file => |s| Ok(Some(PathBuf::from(s))),
         workers => parse_from_str::<usize>,
         pin_workers => parse_bool,
         driver => parse_value_enum::<Driver>,
@@ -703,7 +712,7 @@ fn overlay_env(
 /// Overlay every flag that was given.
 fn overlay_cli(config: &mut Config, cli: Cli) {
     overlay!(config <- cli:
-        listen, admin_listen, workers, pin_workers, driver, uring_entries, backlog,
+        listen, admin_listen, admin_token_file, workers, pin_workers, driver, uring_entries, backlog,
         max_connections, max_handshake_bytes, max_frame_bytes, max_message_bytes,
         send_buffer_bytes, ping_interval, pong_timeout, handshake_timeout, close_timeout,
         drain_window, history_len, history_max_age, slow_consumer, drop_topics, inbox_capacity,
@@ -1123,12 +1132,14 @@ mod tests {
                 ("CORECAST_SLOW_CONSUMER", "drop"),
                 ("CORECAST_DROP_TOPICS", "md.*, x"),
                 ("CORECAST_INBOX_CAPACITY", "128"),
+                ("CORECAST_ADMIN_TOKEN_FILE", "/etc/corecast/admin.token"),
             ],
         )
         .unwrap();
         let want = Config {
             listen: "127.0.0.1:1".parse().unwrap(),
             admin_listen: "[::1]:2".parse().unwrap(),
+            admin_token_file: Some("/etc/corecast/admin.token".into()),
             workers: 2,
             pin_workers: false,
             driver: Driver::Uring,
@@ -1319,6 +1330,7 @@ mod tests {
             ("--close-timeout", Human(d.close_timeout).to_string()),
             ("--drain-window", Human(d.drain_window).to_string()),
             ("--subprotocol", "none".into()),
+            ("--admin-token-file", "none".into()),
             ("--history-len", d.history_len.to_string()),
             ("--history-max-age", Human(d.history_max_age).to_string()),
             ("--slow-consumer", "disconnect".into()),

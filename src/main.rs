@@ -22,6 +22,20 @@ fn main() -> ExitCode {
         }
     };
     server::logging::init(&config);
+    let admin_token = match read_admin_token(&config) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("corecast: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if admin_token.is_none() && !config.admin_listen.ip().is_loopback() {
+        tracing::warn!(
+            addr = %config.admin_listen,
+            "the admin API listens beyond loopback without a token: anyone who reaches it can \
+             publish; set admin_token_file"
+        );
+    }
     server::limits::log_memlock();
     PubSubService::configure(&mut config);
     let pubsub = PubSubService::new(&config);
@@ -36,6 +50,7 @@ fn main() -> ExitCode {
                 server: srv.shutdown_handle(),
                 driver: srv.driver(),
                 max_body,
+                token: admin_token,
             },
         )
         .map_err(|source| ServerError::Admin {
@@ -51,4 +66,18 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The admin token from `admin_token_file`, trimmed; an unreadable or empty file is an error.
+fn read_admin_token(config: &Config) -> Result<Option<String>, String> {
+    let Some(path) = &config.admin_token_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("admin_token_file {}: {e}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(format!("admin_token_file {} is empty", path.display()));
+    }
+    Ok(Some(token.to_string()))
 }

@@ -48,6 +48,7 @@ fn start_pubsub(mut cfg: Config) -> PubSubServer {
             server: server.shutdown_handle(),
             driver: server.driver(),
             max_body: 1 << 20,
+            token: None,
         },
     )
     .unwrap();

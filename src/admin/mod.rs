@@ -1,5 +1,7 @@
 //! The admin HTTP listener (127.0.0.1:9002 by default): `POST /publish` for backends that
-//! publish without a WebSocket, and `GET /stats` with the counters as JSON.
+//! publish without a WebSocket, `GET /metrics` for Prometheus, `GET /stats` and `GET /topics`
+//! as JSON, and the probes `GET /healthz` and `GET /readyz`. With a token configured every
+//! endpoint but the probes requires `Authorization: Bearer <token>`.
 //!
 //! Plain blocking HTTP/1.1 with keep-alive on a small fixed pool of threads, away from the
 //! workers: nothing here touches the hot path except the one item a publish sends to the
@@ -23,6 +25,8 @@ use crate::{
     server::{ActiveDriver, ShutdownHandle},
 };
 
+mod metrics;
+
 /// Threads serving admin connections.
 const THREADS: usize = 4;
 /// Largest request head.
@@ -31,6 +35,10 @@ const MAX_HEAD: usize = 16 * 1024;
 const IDLE: Duration = Duration::from_secs(30);
 /// How long a publish waits for the owner worker's answer.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+/// A worker whose timer loop has not run for this long is reported not ready.
+const STUCK_AFTER: Duration = Duration::from_secs(2);
+/// Topics `GET /topics` lists unless `?limit=` says otherwise (at most 1000).
+const DEFAULT_TOPICS: usize = 20;
 
 /// What the admin API reads and calls.
 pub struct AdminState {
@@ -42,6 +50,9 @@ pub struct AdminState {
     pub driver: ActiveDriver,
     /// Largest publish body accepted.
     pub max_body: usize,
+    /// When set, every endpoint except `/healthz` and `/readyz` requires
+    /// `Authorization: Bearer <token>`.
+    pub token: Option<String>,
 }
 
 /// A running admin listener; stops accepting when dropped.
@@ -128,6 +139,7 @@ struct Request {
     path: String,
     query: String,
     content_type: Option<String>,
+    authorization: Option<Vec<u8>>,
     body: Vec<u8>,
     keep_alive: bool,
 }
@@ -156,6 +168,7 @@ fn read_request(
                 };
                 let mut len = 0usize;
                 let mut content_type = None;
+                let mut authorization = None;
                 let mut keep_alive = req.version == Some(1);
                 for h in req.headers.iter() {
                     if h.name.eq_ignore_ascii_case("content-length") {
@@ -165,6 +178,8 @@ fn read_request(
                             .ok_or(ReadError::Bad(400, "bad Content-Length"))?;
                     } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
                         return Err(ReadError::Bad(411, "send a Content-Length"));
+                    } else if h.name.eq_ignore_ascii_case("authorization") {
+                        authorization = Some(h.value.to_vec());
                     } else if h.name.eq_ignore_ascii_case("content-type") {
                         content_type = std::str::from_utf8(h.value).ok().map(str::to_string);
                     } else if h.name.eq_ignore_ascii_case("connection") {
@@ -193,6 +208,7 @@ fn read_request(
                     path,
                     query,
                     content_type,
+                    authorization,
                     body,
                     keep_alive,
                 });
@@ -236,12 +252,12 @@ fn serve(
                 );
             }
         };
-        let (status, body) = route(&req, state, publisher, started);
+        let reply = route(&req, state, publisher, started);
         respond(
             &mut stream,
-            status,
-            "application/json",
-            body.as_bytes(),
+            reply.status,
+            reply.content_type,
+            reply.body.as_bytes(),
             req.keep_alive,
         )?;
         if !req.keep_alive {
@@ -250,24 +266,133 @@ fn serve(
     }
 }
 
-fn route(
-    req: &Request,
-    state: &AdminState,
-    publisher: &Publisher,
-    started: Instant,
-) -> (u16, String) {
-    match (req.method.as_str(), req.path.as_str()) {
-        ("POST", "/publish") => publish(req, publisher),
-        ("GET", "/stats") => (200, stats_json(state, started)),
-        (_, "/publish") | (_, "/stats") => (405, error_body("method_not_allowed", "wrong method")),
-        _ => (
+/// An answer: status, content type and body.
+struct Reply {
+    status: u16,
+    content_type: &'static str,
+    body: String,
+}
+
+impl Reply {
+    fn json((status, body): (u16, String)) -> Reply {
+        Reply {
+            status,
+            content_type: "application/json",
+            body,
+        }
+    }
+}
+
+/// The endpoints, with the method each takes.
+const ENDPOINTS: [(&str, &str); 6] = [
+    ("POST", "/publish"),
+    ("GET", "/metrics"),
+    ("GET", "/stats"),
+    ("GET", "/topics"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+];
+
+fn route(req: &Request, state: &AdminState, publisher: &Publisher, started: Instant) -> Reply {
+    let path = req.path.as_str();
+    let Some(&(method, _)) = ENDPOINTS.iter().find(|(_, p)| *p == path) else {
+        return Reply::json((
             404,
             error_body(
                 "not_found",
-                "no such endpoint; try POST /publish or GET /stats",
+                "no such endpoint; try POST /publish, GET /metrics, /stats, /topics, /healthz \
+                 or /readyz",
             ),
-        ),
+        ));
+    };
+    // Probes stay open: orchestrators call them without credentials.
+    let probe = matches!(path, "/healthz" | "/readyz");
+    if !probe {
+        if let Some(token) = &state.token {
+            if !bearer_matches(req.authorization.as_deref(), token) {
+                return Reply::json((
+                    401,
+                    error_body("unauthorized", "send Authorization: Bearer <admin token>"),
+                ));
+            }
+        }
     }
+    if req.method != method {
+        return Reply::json((405, error_body("method_not_allowed", "wrong method")));
+    }
+    match path {
+        "/publish" => Reply::json(publish(req, publisher)),
+        "/metrics" => Reply {
+            status: 200,
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            body: metrics::render(state, started.elapsed().as_secs_f64()),
+        },
+        "/stats" => Reply::json((200, stats_json(state, started))),
+        "/topics" => Reply::json(topics(req, state)),
+        "/healthz" => Reply::json((200, r#"{"status":"ok"}"#.to_string())),
+        _ => Reply::json(readiness(state)),
+    }
+}
+
+/// Compare the request's bearer token with ours in time independent of where they differ.
+fn bearer_matches(header: Option<&[u8]>, token: &str) -> bool {
+    let Some(h) = header else { return false };
+    let Some(given) = h
+        .strip_prefix(b"Bearer ")
+        .or_else(|| h.strip_prefix(b"bearer "))
+    else {
+        return false;
+    };
+    let want = token.as_bytes();
+    if given.len() != want.len() {
+        return false;
+    }
+    given
+        .iter()
+        .zip(want)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0
+}
+
+/// `GET /readyz`: 200 while every worker's timer loop runs and no drain has started.
+fn readiness(state: &AdminState) -> (u16, String) {
+    let draining = state.server.draining();
+    let ages = state.server.heartbeat_ages();
+    let stuck: Vec<usize> = ages
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| **a > STUCK_AFTER)
+        .map(|(i, _)| i)
+        .collect();
+    let ready = !draining && stuck.is_empty();
+    let body = serde_json::json!({
+        "ready": ready,
+        "draining": draining,
+        "workers": ages.len(),
+        "stuck_workers": stuck,
+    })
+    .to_string();
+    (if ready { 200 } else { 503 }, body)
+}
+
+/// `GET /topics?limit=N`: the busiest topics by message rate.
+fn topics(req: &Request, state: &AdminState) -> (u16, String) {
+    let mut limit = DEFAULT_TOPICS;
+    for (k, v) in form_urlencoded::parse(req.query.as_bytes()) {
+        if k == "limit" {
+            match v.parse::<usize>() {
+                Ok(n) if (1..=1000).contains(&n) => limit = n,
+                _ => {
+                    return (
+                        400,
+                        error_body("bad_field", "limit must be an integer in 1..=1000"),
+                    )
+                }
+            }
+        }
+    }
+    let top = state.pubsub.top_topics(limit);
+    (200, serde_json::json!({ "topics": top }).to_string())
 }
 
 fn publish(req: &Request, publisher: &Publisher) -> (u16, String) {
@@ -345,6 +470,7 @@ fn respond(
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
         411 => "Length Required",
@@ -355,8 +481,13 @@ fn respond(
         _ => "Error",
     };
     let conn = if keep_alive { "keep-alive" } else { "close" };
+    let auth = if status == 401 {
+        "WWW-Authenticate: Bearer realm=\"corecast-admin\"\r\n"
+    } else {
+        ""
+    };
     let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: {conn}\r\n\r\n",
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{auth}Connection: {conn}\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes())?;

@@ -25,7 +25,7 @@ use slab::Slab;
 use super::{
     frames::{self, Frames, ENCODINGS},
     history::{Entry, History, Resume},
-    stats::WorkerPubSubStats,
+    stats::{TopicSummary, WorkerPubSubStats, TOP_TOPICS},
     wire::{self, ClientOp, Encoding, Id, Payload},
     TopicName,
 };
@@ -73,6 +73,8 @@ pub(crate) enum Item {
     Deliver {
         topic: TopicRef,
         seq: u64,
+        /// When the owner stamped the message (µs since the epoch), for the latency histogram.
+        ts_us: u64,
         frames: Frames,
         key: Option<u64>,
     },
@@ -194,6 +196,8 @@ struct Owned {
     history: History,
     /// Other workers with subscribers: (worker, their topic entry, encodings bitmask).
     remote: Vec<(u32, TopicRef, u8)>,
+    /// `seq` at the previous sweep, for the topic's message rate.
+    swept_seq: u64,
 }
 
 /// A topic in a worker's table.
@@ -281,6 +285,9 @@ pub struct PubSub {
     stats: Arc<WorkerPubSubStats>,
     batch: Vec<Item>,
     tick: u64,
+    /// Owner stamps of the messages fanned out to local subscribers in this wake, measured
+    /// when the worker has written them out ([`Handler::after_flush`]).
+    written: Vec<u64>,
 }
 
 /// The worker's inbox as a [`Wakeup`] source.
@@ -322,6 +329,7 @@ impl PubSub {
             stats,
             batch: Vec::with_capacity(BATCH),
             tick: 0,
+            written: Vec::new(),
         }
     }
 
@@ -460,12 +468,15 @@ impl PubSub {
             Item::Deliver {
                 topic,
                 seq,
+                ts_us,
                 frames,
                 key,
             } => {
                 if let Some(t) = self.topic_mut(topic) {
                     t.last_seq = seq;
-                    fan_out(ctx, t, &frames, key);
+                    if fan_out(ctx, t, &frames, key) {
+                        self.written.push(ts_us);
+                    }
                 }
             }
             Item::Ack { conn, id, seq } => {
@@ -528,8 +539,11 @@ impl PubSub {
             );
         }
         t.last_seq = seq;
-        fan_out(ctx, t, &frames, key);
+        let local = fan_out(ctx, t, &frames, key);
         let remotes = t.owned.as_ref().map_or(0, |o| o.remote.len());
+        if local {
+            self.written.push(ts_us);
+        }
         for i in 0..remotes {
             let Some(&(worker, topic, _)) = self.topics[r.0 as usize]
                 .owned
@@ -543,6 +557,7 @@ impl PubSub {
                 Item::Deliver {
                     topic,
                     seq,
+                    ts_us,
                     frames: frames.clone(),
                     key,
                 },
@@ -949,17 +964,45 @@ impl PubSub {
         }
     }
 
-    /// Drop expired history and topics nobody needs.
+    /// Drop expired history and topics nobody needs; refresh the busiest-topics list.
     fn sweep(&mut self) {
         let (now, max_age) = (self.tick, self.set.history_max_age_ticks);
+        let secs = (SWEEP_TICKS as f64) * 0.1;
         let mut idle = Vec::new();
+        let mut busy: Vec<(u64, u32)> = Vec::new();
         for (slot, t) in self.topics.iter_mut() {
             if let Some(o) = t.owned.as_mut() {
                 o.history.expire(now, max_age);
+                busy.push((o.seq - o.swept_seq, slot as u32));
+                o.swept_seq = o.seq;
                 if t.subs.is_empty() && t.pending == 0 && o.remote.is_empty() {
                     idle.push((slot as u32, t.gen));
                 }
             }
+        }
+        if busy.len() > TOP_TOPICS {
+            busy.select_nth_unstable_by(TOP_TOPICS - 1, |a, b| b.0.cmp(&a.0));
+            busy.truncate(TOP_TOPICS);
+        }
+        busy.sort_unstable_by_key(|b| std::cmp::Reverse(b.0));
+        let top = busy
+            .iter()
+            .filter_map(|&(n, slot)| {
+                let t = self.topics.get(slot as usize)?;
+                let o = t.owned.as_ref()?;
+                Some(TopicSummary {
+                    name: t.name.to_string(),
+                    owner: self.me as usize,
+                    seq: o.seq,
+                    rate: n as f64 / secs,
+                    local_subscribers: t.subs.len(),
+                    remote_workers: o.remote.len(),
+                    history: o.history.len(),
+                })
+            })
+            .collect();
+        if let Ok(mut slot) = self.stats.top.lock() {
+            *slot = top;
         }
         for r in idle {
             self.maybe_release(r);
@@ -968,13 +1011,15 @@ impl PubSub {
 }
 
 /// Offer a message's frame to every local subscriber of `t`: a reference count each.
-fn fan_out(ctx: &mut Ctx<'_>, t: &Topic, frames: &Frames, key: Option<u64>) {
+/// Returns whether there was any.
+fn fan_out(ctx: &mut Ctx<'_>, t: &Topic, frames: &Frames, key: Option<u64>) -> bool {
     let key = key.map(|k| ConflationKey::new(t.gen, k));
     for (_, sub) in t.subs.iter() {
         if let Some(frame) = frames.get(sub.enc) {
             let _ = ctx.offer(&sub.conn, frame.clone(), key, t.policy);
         }
     }
+    !t.subs.is_empty()
 }
 
 impl Handler for PubSub {
@@ -1040,6 +1085,16 @@ impl Handler for PubSub {
         self.drain_inbox(ctx);
         self.backlog.flush(&self.out);
         self.out.flush();
+    }
+
+    fn after_flush(&mut self, _ctx: &mut Ctx<'_>) {
+        if self.written.is_empty() {
+            return;
+        }
+        let now = now_us();
+        for ts in self.written.drain(..) {
+            self.stats.latency.record(now.saturating_sub(ts));
+        }
     }
 
     fn on_tick(&mut self, _ctx: &mut Ctx<'_>) {

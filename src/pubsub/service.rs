@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use super::{
     engine::{owner_of, Item, PubReq, PubSub, Reply, Settings},
-    stats::{PubSubStats, WorkerPubSubStats},
+    stats::{LatencySnapshot, PubSubStats, TopicSummary, WorkerPubSubStats},
     wire::{Encoding, MAX_KEY_BYTES},
     TopicName, WireError,
 };
@@ -170,6 +170,25 @@ impl PubSubService {
                 s
             })
             .collect()
+    }
+
+    /// Publish-to-write latency of each worker (see [`LatencySnapshot`]).
+    pub fn worker_latency(&self) -> Vec<LatencySnapshot> {
+        self.stats.iter().map(|w| w.latency.snapshot()).collect()
+    }
+
+    /// The `limit` busiest topics (by messages per second over the last second), from every
+    /// owner worker's list.
+    pub fn top_topics(&self, limit: usize) -> Vec<TopicSummary> {
+        let mut all: Vec<TopicSummary> = self
+            .stats
+            .iter()
+            .filter_map(|w| w.top.lock().ok().map(|t| t.clone()))
+            .flatten()
+            .collect();
+        all.sort_by(|a, b| b.rate.total_cmp(&a.rate).then(b.seq.cmp(&a.seq)));
+        all.truncate(limit);
+        all
     }
 
     /// The fanout mesh's counters.

@@ -102,6 +102,9 @@ pub trait Handler: 'static {
     fn on_wake(&mut self, _ctx: &mut Ctx<'_>) {}
     /// Called on every timer tick (100 ms).
     fn on_tick(&mut self, _ctx: &mut Ctx<'_>) {}
+    /// Called after the worker has written out what a wake queued (only for handlers that
+    /// return a [`Handler::wakeup`] source): e.g. to measure publish-to-write latency.
+    fn after_flush(&mut self, _ctx: &mut Ctx<'_>) {}
 }
 
 /// The answer of a [`HandshakeHook`].

@@ -151,6 +151,7 @@ impl ServerBuilder {
         for (i, listener) in listeners.into_iter().enumerate() {
             let bell = Arc::new(Bell::default());
             let st = Arc::new(WorkerStats::default());
+            st.heartbeat_ms.set(stats::monotonic_ms());
             bells.push(bell.clone());
             stats.push(st.clone());
             let set = WorkerSettings::new(&cfg, live.clone());
@@ -386,6 +387,17 @@ impl ShutdownHandle {
                 s.add(w);
                 s
             })
+            .collect()
+    }
+
+    /// How long ago each worker's timer loop last ran: a worker stuck in a long computation
+    /// or a blocked system call stops ticking (it ticks every 100 ms).
+    pub fn heartbeat_ages(&self) -> Vec<Duration> {
+        let now = stats::monotonic_ms();
+        self.shared
+            .stats
+            .iter()
+            .map(|w| Duration::from_millis(now.saturating_sub(w.heartbeat_ms.get())))
             .collect()
     }
 

@@ -9,6 +9,9 @@ macro_rules! counters {
         #[derive(Debug, Default)]
         pub(crate) struct WorkerStats {
             $(pub(crate) $name: Counter,)*
+            /// Milliseconds since the server started, stored by the worker's timer loop at
+            /// every tick: how readiness tells a live worker from a stuck one.
+            pub(crate) heartbeat_ms: Counter,
         }
 
         /// A snapshot of the counters, summed over workers.
@@ -19,8 +22,17 @@ macro_rules! counters {
         }
 
         impl Stats {
+            /// Every field's name and doc line, in declaration order (for exporters).
+            pub const FIELDS: &'static [(&'static str, &'static str)] =
+                &[$((stringify!($name), concat!($($doc),*)),)*];
+
             pub(crate) fn add(&mut self, w: &WorkerStats) {
                 $(self.$name += w.$name.get();)*
+            }
+
+            /// The values in the order of [`Stats::FIELDS`].
+            pub fn values(&self) -> Vec<u64> {
+                vec![$(self.$name,)*]
             }
         }
     };
@@ -96,7 +108,22 @@ impl Counter {
             .store(self.0.load(Relaxed).wrapping_add(delta as u64), Relaxed);
     }
 
+    /// Overwrite the value (single writer).
+    #[inline]
+    pub(crate) fn set(&self, v: u64) {
+        self.0.store(v, Relaxed);
+    }
+
     pub(crate) fn get(&self) -> u64 {
         self.0.load(Relaxed)
     }
+}
+
+/// Milliseconds on a monotonic clock shared by the whole process (its zero is the first
+/// call), so a worker's heartbeat can be compared with the time on another thread.
+pub(crate) fn monotonic_ms() -> u64 {
+    static ZERO: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    ZERO.get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
 }

@@ -624,6 +624,9 @@ impl WorkerInner {
             self.handler.borrow_mut().on_wake(&mut Ctx { w: self });
         }
         self.flush_dirty();
+        if self.wake_hook {
+            self.handler.borrow_mut().after_flush(&mut Ctx { w: self });
+        }
     }
 
     fn mark_dirty(&self, conn: &Conn) {
@@ -872,6 +875,7 @@ async fn timer_loop(w: Rc<WorkerInner>) {
     let mut due = Vec::new();
     loop {
         monoio::time::sleep(TICK).await;
+        w.stats.heartbeat_ms.set(super::stats::monotonic_ms());
         w.on_tick(&mut due);
     }
 }
