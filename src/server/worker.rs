@@ -733,7 +733,16 @@ impl WorkerInner {
                 }
             }
             Phase::Open => {
-                let silent_until = conn.last_rx.get() + self.set.silent_ticks;
+                let mut silent_until = conn.last_rx.get() + self.set.silent_ticks;
+                if now >= silent_until && !conn.write_blocked.get() {
+                    // An overloaded worker can reach this timer before the readiness event of
+                    // a pong already in the socket: read what is there before judging.
+                    self.on_readable(conn);
+                    if conn.phase.get() != Phase::Open {
+                        return;
+                    }
+                    silent_until = conn.last_rx.get() + self.set.silent_ticks;
+                }
                 if now >= silent_until {
                     self.stats.heartbeat_timeouts.inc();
                     tracing::debug!(worker = self.id, "closing silent connection");
