@@ -6,7 +6,9 @@
 # (sockets of both ends, since both are on this host).
 #
 #   perf/many-conns.sh --connections 200000 [--per-process 16000] [--rate 8000] [--hold 20]
-#                      [--driver auto] [--port 9301] [--json FILE]
+#                      [--driver auto] [--port 9301] [--json FILE] [-- corecast flags...]
+#
+# Flags after `--` go to every corecast process (e.g. `-- --ping-interval 120s`).
 #
 # Loopback only; everything it starts is stopped on exit. Needs target/release/corecast and
 # target/release/corecast-load (cargo build --release -p corecast -p corecast-load).
@@ -23,7 +25,8 @@ while [ $# -gt 0 ]; do
     --driver) DRIVER=$2; shift 2 ;;
     --port) PORT=$2; shift 2 ;;
     --json) JSON=$2; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    --) shift; break ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -67,7 +70,7 @@ echo "== $N connections: $P corecast processes (max $MAXC each, 1 worker, driver
 for i in $(seq "$P"); do
   "$BIN" --listen "127.0.0.1:$PORT" --admin-listen 127.0.0.1:0 --workers 1 \
     --pin-workers false --driver "$DRIVER" --max-connections "$MAXC" \
-    --log-filter warn >/dev/null 2>&1 &
+    --log-filter warn "$@" >/dev/null 2>&1 &
   PIDS+=($!)
 done
 for _ in $(seq 100); do
