@@ -22,8 +22,8 @@ chosen set (a queue's rx and tx IRQs stay together). Dry run by default.
   --apply       write /proc/irq/N/smp_affinity_list (needs root)
   --help        this text
 
-corecast pins worker i to CPU i % C (pin_workers = true), C = the number of CPUs it may use,
-counted from CPU 0; so with W workers they run on CPUs 0..W-1.
+corecast pins worker i to the (i mod C)-th CPU of its affinity mask (pin_workers = true), C =
+the number of CPUs it may use; with the full mask and W workers they run on CPUs 0..W-1.
 EOF
 }
 
@@ -192,8 +192,9 @@ else
   echo "  the NIC queue whose IRQ is there. Good when the NIC has a queue per CPU; with fewer queues"
   echo "  than CPUs, consider --reserve K or RPS below."
 fi
-echo "  corecast counts CPUs from 0 (worker i -> CPU i % C, C = CPUs it may use), not from its"
-echo "  affinity mask's ids: keep the workers' CPUs at the low end, IRQ CPUs at the high end."
+echo "  corecast pins worker i to the (i mod C)-th CPU of its affinity mask: with the full mask"
+echo "  these are the low CPUs; to place workers elsewhere, restrict the mask (CPUAffinity= in the"
+echo "  unit, or taskset) to the worker CPUs."
 
 # ---------------------------------------------------------------- RPS / XPS
 echo

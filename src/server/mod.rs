@@ -141,9 +141,7 @@ impl ServerBuilder {
         let factory = self
             .factory
             .unwrap_or_else(|| Arc::new(|_| Box::new(NoopHandler)));
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
+        let cpus = allowed_cpus();
         let mut threads = Vec::with_capacity(workers);
         let mut bells = Vec::with_capacity(workers);
         let mut stats = Vec::with_capacity(workers);
@@ -158,7 +156,9 @@ impl ServerBuilder {
             let factory = factory.clone();
             let hook = self.hook.clone();
             let ready = ready_tx.clone();
-            let pin = cfg.pin_workers.then_some(i % cores);
+            // The i-th CPU this process may run on, not CPU i: under `isolcpus`, a cpuset or
+            // systemd's `CPUAffinity=` the allowed set need not start at 0.
+            let pin = cfg.pin_workers.then(|| cpus[i % cpus.len()]);
             let entries = cfg.uring_entries;
             let t = std::thread::Builder::new()
                 .name(format!("corecast-w{i}"))
@@ -459,5 +459,25 @@ impl Server {
             }
         }
         result
+    }
+}
+
+/// The CPUs this process may run on, in increasing order (never empty: CPU 0 when the
+/// affinity cannot be read).
+fn allowed_cpus() -> Vec<usize> {
+    use nix::{sched::sched_getaffinity, sched::CpuSet, unistd::Pid};
+    let cpus: Vec<usize> = match sched_getaffinity(Pid::from_raw(0)) {
+        Ok(set) => (0..CpuSet::count())
+            .filter(|&c| set.is_set(c).unwrap_or(false))
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the CPU affinity; pinning from CPU 0");
+            Vec::new()
+        }
+    };
+    if cpus.is_empty() {
+        vec![0]
+    } else {
+        cpus
     }
 }
