@@ -7,52 +7,21 @@ mod common;
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
-    sync::Arc,
     time::Duration,
 };
 
-use common::{connect, read_data, start, test_config, wait_until, TestServer};
-use corecast::{
-    admin::{Admin, AdminState},
-    config::Driver,
-    pubsub::PubSubService,
-    Config, Server,
-};
+use common::{connect, read_data, start_pubsub_admin, test_config, wait_until, PubSubServer};
+use corecast::{config::Driver, Config};
 use tungstenite::Message;
 
 const TOKEN: &str = "s3cret-admin-token";
 
-struct Setup {
-    srv: TestServer,
-    _svc: Arc<PubSubService>,
-    admin: Admin,
-}
-
-fn setup(token: Option<&str>) -> Setup {
-    let mut cfg = Config {
+fn setup(token: Option<&str>) -> PubSubServer {
+    let cfg = Config {
         workers: 2,
         ..test_config(Driver::Auto)
     };
-    PubSubService::configure(&mut cfg);
-    let svc = PubSubService::new(&cfg);
-    let srv = start(svc.install(Server::builder(cfg)));
-    let server = srv.server.as_ref().unwrap();
-    let admin = Admin::start(
-        "127.0.0.1:0".parse().unwrap(),
-        AdminState {
-            pubsub: svc.clone(),
-            server: server.shutdown_handle(),
-            driver: server.driver(),
-            max_body: 1 << 20,
-            token: token.map(str::to_string),
-        },
-    )
-    .unwrap();
-    Setup {
-        srv,
-        _svc: svc,
-        admin,
-    }
+    start_pubsub_admin(cfg, token)
 }
 
 /// One request on a fresh connection: (status, head, body).

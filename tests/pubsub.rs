@@ -7,16 +7,16 @@ use std::{
     collections::HashMap,
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
-    sync::Arc,
     time::Duration,
 };
 
-use common::{connect, drivers, read_close, read_data, start, test_config, wait_until, TestServer};
+use common::{
+    connect, drivers, read_close, read_data, start_pubsub_admin, test_config, wait_until,
+    PubSubServer,
+};
 use corecast::{
-    admin::{Admin, AdminState},
     config::{Driver, SlowConsumer},
-    pubsub::PubSubService,
-    Config, Server,
+    Config,
 };
 use serde_json::Value;
 use tungstenite::Message;
@@ -30,29 +30,8 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-struct PubSubServer {
-    srv: TestServer,
-    svc: Arc<PubSubService>,
-    admin: Admin,
-}
-
-fn start_pubsub(mut cfg: Config) -> PubSubServer {
-    PubSubService::configure(&mut cfg);
-    let svc = PubSubService::new(&cfg);
-    let srv = start(svc.install(Server::builder(cfg)));
-    let server = srv.server.as_ref().unwrap();
-    let admin = Admin::start(
-        "127.0.0.1:0".parse().unwrap(),
-        AdminState {
-            pubsub: svc.clone(),
-            server: server.shutdown_handle(),
-            driver: server.driver(),
-            max_body: 1 << 20,
-            token: None,
-        },
-    )
-    .unwrap();
-    PubSubServer { srv, svc, admin }
+fn start_pubsub(cfg: Config) -> PubSubServer {
+    start_pubsub_admin(cfg, None)
 }
 
 fn config(driver: Driver) -> Config {

@@ -95,6 +95,37 @@ pub fn start_echo(config: Config) -> TestServer {
     start(Server::builder(config).handler(|_| Echo))
 }
 
+/// A pub/sub server with its admin API on an ephemeral loopback port.
+pub struct PubSubServer {
+    /// The WebSocket server.
+    pub srv: TestServer,
+    /// Its pub/sub layer.
+    pub svc: std::sync::Arc<corecast::pubsub::PubSubService>,
+    /// The admin API.
+    pub admin: corecast::admin::Admin,
+}
+
+/// Start the pub/sub server on `cfg` and its admin API, which requires `token` when given.
+pub fn start_pubsub_admin(mut cfg: Config, token: Option<&str>) -> PubSubServer {
+    use corecast::{admin::AdminState, pubsub::PubSubService};
+    PubSubService::configure(&mut cfg);
+    let svc = PubSubService::new(&cfg);
+    let srv = start(svc.install(Server::builder(cfg)));
+    let server = srv.server.as_ref().expect("started");
+    let admin = corecast::admin::Admin::start(
+        "127.0.0.1:0".parse().expect("address"),
+        AdminState {
+            pubsub: svc.clone(),
+            server: server.shutdown_handle(),
+            driver: server.driver(),
+            max_body: 1 << 20,
+            token: token.map(str::to_string),
+        },
+    )
+    .expect("admin API starts");
+    PubSubServer { srv, svc, admin }
+}
+
 /// Wait until `f` holds, polling every 10 ms, up to `timeout`.
 pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + timeout;
