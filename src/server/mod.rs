@@ -480,6 +480,11 @@ impl Server {
         self.shutdown_handle().reload_tls()
     }
 
+    /// Whether the listener speaks TLS (wss://).
+    pub fn tls_enabled(&self) -> bool {
+        self.shared.tls.is_some()
+    }
+
     /// Wait for every worker to finish (after a drain).
     pub fn join(self) -> Result<(), ServerError> {
         let mut result = Ok(());

@@ -78,6 +78,8 @@ fn reload(handle: &super::ShutdownHandle) {
         Err(super::tls::TlsError::NotConfigured) => {
             tracing::info!("SIGHUP ignored: TLS is not configured")
         }
-        Err(e) => tracing::error!(error = %e, "SIGHUP: TLS reload failed; keeping the old certificate"),
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP: TLS reload failed; keeping the old certificate")
+        }
     }
 }

@@ -456,7 +456,16 @@ mod tests {
         let (d, cert, key) = pair();
         let nope = d.path().join("nope.pem");
         let e = TlsSetup::new(&nope, &key).unwrap_err();
-        assert!(matches!(e, TlsError::Read { what: "certificate", .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                TlsError::Read {
+                    what: "certificate",
+                    ..
+                }
+            ),
+            "{e}"
+        );
         assert!(e.to_string().contains("nope.pem"), "{e}");
         let e = TlsSetup::new(&cert, &nope).unwrap_err();
         assert!(matches!(e, TlsError::Read { what: "key", .. }), "{e}");
@@ -468,7 +477,16 @@ mod tests {
         let junk = d.path().join("junk.pem");
         std::fs::write(&junk, "not pem at all\n").unwrap();
         let e = TlsSetup::new(&junk, &key).unwrap_err();
-        assert!(matches!(e, TlsError::Pem { what: "certificate", .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                TlsError::Pem {
+                    what: "certificate",
+                    ..
+                }
+            ),
+            "{e}"
+        );
         let e = TlsSetup::new(&cert, &junk).unwrap_err();
         assert!(matches!(e, TlsError::Pem { what: "key", .. }), "{e}");
         // The key file where the certificate goes and the other way round.

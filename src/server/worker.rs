@@ -198,14 +198,16 @@ impl WorkerInner {
         self.next_gen.set(gen);
         let entry = conns.vacant_entry();
         let now = self.now();
-        let conn = Rc::new(Conn::new(
-            stream.as_raw_fd(),
-            entry.key() as u32,
-            gen,
-            Decoder::new(self.set.limits),
-            now,
-        )
-        .with_tls(tls));
+        let conn = Rc::new(
+            Conn::new(
+                stream.as_raw_fd(),
+                entry.key() as u32,
+                gen,
+                Decoder::new(self.set.limits),
+                now,
+            )
+            .with_tls(tls),
+        );
         entry.insert(conn.clone());
         drop(conns);
         self.stats.connections.inc();
