@@ -603,6 +603,7 @@ fn python_ssl_websockets_client_round_trips() {
 import ssl, sys
 from websockets.sync.client import connect
 ctx = ssl.create_default_context(cafile=sys.argv[2])
+ctx.set_alpn_protocols(["http/1.1"])
 with connect(sys.argv[1], ssl=ctx, server_hostname="localhost") as ws:
     ws.send("hello over wss")
     assert ws.recv(timeout=10) == "hello over wss"
