@@ -242,6 +242,11 @@ impl TlsSetup {
     pub fn certs(&self) -> &Arc<CertStore> {
         &self.certs
     }
+
+    /// The rustls config every connection starts from.
+    pub fn server_config(&self) -> Arc<ServerConfig> {
+        self.config.clone()
+    }
 }
 
 /// What one [`TlsConn::read`] produced.
