@@ -68,7 +68,15 @@ pub enum TlsError {
         /// What is wrong.
         message: String,
     },
-    /// rustls refused the key or the pair (unsupported key type, key does not match the
+    /// The key is not the private half of the certificate's public key.
+    #[error("TLS key {key} does not belong to the certificate {cert}")]
+    KeyMismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+    },
+    /// rustls refused the key or the certificate (an unsupported key type, a malformed
     /// certificate).
     #[error("unusable TLS certificate/key ({cert} / {key}): {source}")]
     Rejected {
@@ -125,10 +133,18 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsEr
         };
         pem_err("key", key, message)
     })?;
-    CertifiedKey::from_der(chain, der, &provider()).map_err(|source| TlsError::Rejected {
-        cert: cert.to_path_buf(),
-        key: key.to_path_buf(),
-        source,
+    CertifiedKey::from_der(chain, der, &provider()).map_err(|source| match source {
+        rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+            TlsError::KeyMismatch {
+                cert: cert.to_path_buf(),
+                key: key.to_path_buf(),
+            }
+        }
+        source => TlsError::Rejected {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            source,
+        },
     })
 }
 
@@ -504,7 +520,8 @@ mod tests {
         let (_d1, cert, _) = pair();
         let (_d2, _, other_key) = pair();
         let e = TlsSetup::new(&cert, &other_key).unwrap_err();
-        assert!(matches!(e, TlsError::Rejected { .. }), "{e}");
+        assert!(matches!(e, TlsError::KeyMismatch { .. }), "{e}");
+        assert!(e.to_string().contains("does not belong"), "{e}");
     }
 
     #[test]
