@@ -500,13 +500,32 @@ fn read_json(ws: &mut WssClient) -> serde_json::Value {
 
 // ----- the real binary and SIGHUP -----
 
-/// A free loopback port (bound and released; the binary binds it next).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The binary's log lines (JSON), collected by a thread that keeps its stderr drained.
+type Log = Arc<std::sync::Mutex<Vec<String>>>;
+
+fn collect_log(child: &mut Child) -> Log {
+    use std::io::BufRead;
+    let log: Log = Arc::default();
+    let stderr = child.stderr.take().expect("piped stderr");
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    log
+}
+
+/// The address in the binary's "corecast listening" line (it listens on port 0, so no other
+/// test's server can share the port).
+fn listening_addr(log: &Log) -> Option<SocketAddr> {
+    let lines = log.lock().unwrap();
+    let line = lines.iter().find(|l| l.contains("corecast listening"))?;
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    v["addr"].as_str()?.parse().ok()
 }
 
 struct Proc(Child);
@@ -526,15 +545,9 @@ fn signal(child: &Child, sig: nix::sys::signal::Signal) {
 #[test]
 fn sighup_reloads_the_certificate_of_the_real_binary() {
     let mut pki = Pki::new();
-    let port = free_port();
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let child = Command::new(env!("CARGO_BIN_EXE_corecast"))
-        .args([
-            "--listen",
-            &addr.to_string(),
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
+    let mut child = Command::new(env!("CARGO_BIN_EXE_corecast"))
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--log-format", "json", "--log-filter", "info"])
         .args([
             "--workers",
             "2",
@@ -548,14 +561,17 @@ fn sighup_reloads_the_certificate_of_the_real_binary() {
         .arg("--tls-key")
         .arg(pki.key_path())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("start corecast");
+    let log = collect_log(&mut child);
     let proc = Proc(child);
     assert!(
-        wait_until(Duration::from_secs(20), || TcpStream::connect(addr).is_ok()),
-        "corecast did not start listening on {addr}"
+        wait_until(Duration::from_secs(20), || listening_addr(&log).is_some()),
+        "corecast did not start: {:?}",
+        log.lock().unwrap()
     );
+    let addr = listening_addr(&log).unwrap();
     let old_ca = pki.ca.clone();
     let old_leaf = pki.leaf.clone();
     let mut before = wss(addr, trusting(&old_ca));
@@ -569,7 +585,16 @@ fn sighup_reloads_the_certificate_of_the_real_binary() {
             let ws = wss(addr, both.clone());
             peer_leaf(&ws) == pki.leaf
         }),
-        "a new connection never saw the reloaded certificate"
+        "a new connection never saw the reloaded certificate: {:?}",
+        log.lock().unwrap()
+    );
+    assert!(
+        log.lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("TLS certificate reloaded")),
+        "{:?}",
+        log.lock().unwrap()
     );
     before
         .send(Message::text(r#"{"op":"sub","topic":"t","id":"1"}"#))
