@@ -107,6 +107,10 @@ pub struct Config {
     pub log_filter: String,
     /// The TOML file this configuration was read from, if any.
     pub config_file: Option<PathBuf>,
+    /// PEM certificate chain (leaf first) for wss://; with `tls_key`, the listener speaks TLS only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -140,6 +144,8 @@ impl Default for Config {
             log_format: LogFormat::Text,
             log_filter: "info".to_string(),
             config_file: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -336,6 +342,17 @@ impl Config {
                 "topic names or prefixes ending in .* (e.g. md.*)",
             )?;
         }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            let (field, other) = if self.tls_cert.is_some() {
+                ("tls_key", "tls_cert")
+            } else {
+                ("tls_cert", "tls_key")
+            };
+            return Err(ConfigError::Invalid {
+                field,
+                message: format!("got none while {other} is set; allowed: both or neither"),
+            });
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log_filter) {
             return Err(ConfigError::Invalid {
                 field: "log_filter",
@@ -467,6 +484,12 @@ pub struct Cli {
     /// Log filter, tracing EnvFilter syntax [default: info] [env: CORECAST_LOG_FILTER]
     #[arg(long, value_name = "FILTER")]
     pub log_filter: Option<String>,
+    /// PEM certificate chain; with --tls-key the listener speaks wss:// only [default: none] [env: CORECAST_TLS_CERT]
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert [default: none] [env: CORECAST_TLS_KEY]
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The TOML file's shape: every key optional, unknown keys rejected.
@@ -500,6 +523,8 @@ struct FileConfig {
     tcp_nodelay: Option<bool>,
     log_format: Option<LogFormat>,
     log_filter: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 /// A TOML duration: a string `parse_duration` accepts, or an integer number of seconds.
@@ -604,7 +629,7 @@ fn overlay_toml(s: &str, mut base: Config) -> Result<Config, String> {
         max_connections, max_handshake_bytes, max_frame_bytes, max_message_bytes,
         send_buffer_bytes, ping_interval, pong_timeout, handshake_timeout, close_timeout,
         drain_window, subprotocols, history_len, history_max_age, slow_consumer, drop_topics,
-        inbox_capacity, tcp_nodelay, log_format, log_filter,
+        inbox_capacity, tcp_nodelay, log_format, log_filter, tls_cert, tls_key,
     );
     Ok(base)
 }
@@ -705,6 +730,8 @@ fn overlay_env(
         tcp_nodelay => parse_bool,
         log_format => parse_value_enum::<LogFormat>,
         log_filter => |s| Ok(s.to_string()),
+        tls_cert => |s| Ok(Some(PathBuf::from(s))),
+        tls_key => |s| Ok(Some(PathBuf::from(s))),
     }
     Ok(())
 }
@@ -716,7 +743,7 @@ fn overlay_cli(config: &mut Config, cli: Cli) {
         max_connections, max_handshake_bytes, max_frame_bytes, max_message_bytes,
         send_buffer_bytes, ping_interval, pong_timeout, handshake_timeout, close_timeout,
         drain_window, history_len, history_max_age, slow_consumer, drop_topics, inbox_capacity,
-        tcp_nodelay, log_format, log_filter,
+        tcp_nodelay, log_format, log_filter, tls_cert, tls_key,
     );
     if let Some(names) = cli.subprotocol {
         config.subprotocols = names;
@@ -955,6 +982,8 @@ mod tests {
             pong_timeout = 3
             subprotocols = ["chat", "v2.json"]
             log_format = "json"
+            tls_cert = "/etc/corecast/cert.pem"
+            tls_key = "/etc/corecast/key.pem"
             "#,
             Config::default(),
         )
@@ -970,6 +999,8 @@ mod tests {
         assert_eq!(c.pong_timeout, Duration::from_secs(3));
         assert_eq!(c.subprotocols, ["chat", "v2.json"]);
         assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.tls_cert, Some("/etc/corecast/cert.pem".into()));
+        assert_eq!(c.tls_key, Some("/etc/corecast/key.pem".into()));
         // Untouched keys keep the base values.
         assert_eq!(c.admin_listen, Config::default().admin_listen);
         assert_eq!(c.log_filter, "info");
@@ -1133,6 +1164,8 @@ mod tests {
                 ("CORECAST_DROP_TOPICS", "md.*, x"),
                 ("CORECAST_INBOX_CAPACITY", "128"),
                 ("CORECAST_ADMIN_TOKEN_FILE", "/etc/corecast/admin.token"),
+                ("CORECAST_TLS_CERT", "/etc/c.pem"),
+                ("CORECAST_TLS_KEY", "/etc/k.pem"),
             ],
         )
         .unwrap();
@@ -1165,6 +1198,8 @@ mod tests {
             log_format: LogFormat::Json,
             log_filter: "corecast=debug".into(),
             config_file: None,
+            tls_cert: Some("/etc/c.pem".into()),
+            tls_key: Some("/etc/k.pem".into()),
         };
         assert_eq!(c, want);
     }
@@ -1236,6 +1271,8 @@ mod tests {
                 "--tcp-nodelay=0",
                 "--log-format=json",
                 "--log-filter=warn",
+                "--tls-cert=/c.pem",
+                "--tls-key=/k.pem",
             ],
             &[],
         )
@@ -1259,6 +1296,8 @@ mod tests {
         assert!(!c.tcp_nodelay);
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.log_filter, "warn");
+        assert_eq!(c.tls_cert.as_deref(), Some(Path::new("/c.pem")));
+        assert_eq!(c.tls_key.as_deref(), Some(Path::new("/k.pem")));
     }
 
     #[test]
@@ -1339,6 +1378,8 @@ mod tests {
             ("--tcp-nodelay", d.tcp_nodelay.to_string()),
             ("--log-format", "text".into()),
             ("--log-filter", d.log_filter.clone()),
+            ("--tls-cert", "none".into()),
+            ("--tls-key", "none".into()),
         ];
         assert_eq!(d.driver, Driver::Auto);
         assert_eq!(d.log_format, LogFormat::Text);
@@ -1486,6 +1527,16 @@ mod tests {
                 "log_filter",
                 |c| c.log_filter = "corecast=loud".into(),
                 "corecast=loud",
+            ),
+            (
+                "tls_key",
+                |c| c.tls_cert = Some("/c.pem".into()),
+                "while tls_cert is set",
+            ),
+            (
+                "tls_cert",
+                |c| c.tls_key = Some("/k.pem".into()),
+                "both or neither",
             ),
         ];
         for (want_field, mutate, needle) in cases {

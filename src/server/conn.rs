@@ -15,7 +15,7 @@ use std::{
 
 use monoio::net::TcpStream;
 
-use super::worker::WorkerInner;
+use super::{tls::TlsConn, worker::WorkerInner};
 use crate::{
     proto::{CloseCode, Decoder, OpCode},
     queue::SendQueue,
@@ -82,6 +82,8 @@ pub(crate) struct Conn {
     /// Wakes the task when its wait set changes (blocked write, forced close).
     kicked: Cell<bool>,
     waker: Cell<Option<Waker>>,
+    /// The TLS session of a wss:// connection; `None` on a plain listener.
+    pub(crate) tls: Option<Box<TlsConn>>,
 }
 
 impl Conn {
@@ -111,7 +113,14 @@ impl Conn {
             msg_op: Cell::new(OpCode::Binary),
             kicked: Cell::new(false),
             waker: Cell::new(None),
+            tls: None,
         }
+    }
+
+    /// The same connection speaking TLS through `tls`.
+    pub(crate) fn with_tls(mut self, tls: Option<Box<TlsConn>>) -> Conn {
+        self.tls = tls;
+        self
     }
 
     /// Wake the connection's task so it re-evaluates what to wait for.

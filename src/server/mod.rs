@@ -13,6 +13,7 @@ pub mod logging;
 mod signals;
 pub(crate) mod stats;
 pub mod timer;
+pub mod tls;
 mod worker;
 
 use std::{
@@ -89,6 +90,9 @@ pub enum ServerError {
     /// A worker thread panicked.
     #[error("worker {0} panicked")]
     WorkerPanicked(usize),
+    /// The TLS certificate or key could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 type HandlerFactory = Arc<dyn Fn(usize) -> Box<dyn Handler> + Send + Sync>;
@@ -128,6 +132,7 @@ impl ServerBuilder {
             Driver::Auto if uring_available() => ActiveDriver::Uring,
             Driver::Auto => ActiveDriver::Epoll,
         };
+        let tls = tls::TlsSetup::from_paths(cfg.tls_cert.as_deref(), cfg.tls_key.as_deref())?;
         let workers = cfg.worker_count();
         let max_conns = limits::check_nofile(cfg.max_connections, workers);
         // One process-wide count: SO_REUSEPORT spreads connections unevenly, so a per-worker
@@ -152,7 +157,8 @@ impl ServerBuilder {
             st.heartbeat_ms.set(stats::monotonic_ms());
             bells.push(bell.clone());
             stats.push(st.clone());
-            let set = WorkerSettings::new(&cfg, live.clone());
+            let mut set = WorkerSettings::new(&cfg, live.clone());
+            set.tls = tls.as_ref().map(|t| t.config.clone());
             let factory = factory.clone();
             let hook = self.hook.clone();
             let ready = ready_tx.clone();
@@ -219,7 +225,11 @@ impl ServerBuilder {
             threads.push(t);
         }
         drop(ready_tx);
-        let shared = Arc::new(Shared { bells, stats });
+        let shared = Arc::new(Shared {
+            bells,
+            stats,
+            tls: tls.map(|t| t.certs),
+        });
         for _ in 0..workers {
             let failed = match ready_rx.recv() {
                 Ok(Ok(())) => continue,
@@ -234,7 +244,8 @@ impl ServerBuilder {
             }
             return Err(failed);
         }
-        tracing::info!(%addr, workers, %driver, max_connections = max_conns, "corecast listening");
+        let scheme = if shared.tls.is_some() { "wss" } else { "ws" };
+        tracing::info!(%addr, scheme, workers, %driver, max_connections = max_conns, "corecast listening");
         Ok(Server {
             addr,
             driver,
@@ -348,6 +359,8 @@ impl ConnLimit {
 struct Shared {
     bells: Vec<Arc<Bell>>,
     stats: Vec<Arc<WorkerStats>>,
+    /// The certificate of a wss:// listener, for reload.
+    tls: Option<Arc<tls::CertStore>>,
 }
 
 /// A running corecast server.
@@ -409,6 +422,20 @@ impl ShutdownHandle {
         }
         s
     }
+
+    /// Read the TLS certificate and key files again: handshakes from now on use the new
+    /// pair, open connections keep theirs. On error the old pair stays in use.
+    pub fn reload_tls(&self) -> Result<(), tls::TlsError> {
+        match &self.shared.tls {
+            Some(store) => store.reload(),
+            None => Err(tls::TlsError::NotConfigured),
+        }
+    }
+
+    /// Whether the listener speaks TLS (wss://).
+    pub fn tls_enabled(&self) -> bool {
+        self.shared.tls.is_some()
+    }
 }
 
 impl Server {
@@ -446,6 +473,16 @@ impl Server {
     /// Start the drain (see [`ShutdownHandle::drain`]).
     pub fn drain(&self, window: Duration) {
         self.shutdown_handle().drain(window);
+    }
+
+    /// Reload the TLS certificate (see [`ShutdownHandle::reload_tls`]).
+    pub fn reload_tls(&self) -> Result<(), tls::TlsError> {
+        self.shutdown_handle().reload_tls()
+    }
+
+    /// Whether the listener speaks TLS (wss://).
+    pub fn tls_enabled(&self) -> bool {
+        self.shared.tls.is_some()
     }
 
     /// Wait for every worker to finish (after a drain).

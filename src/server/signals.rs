@@ -1,13 +1,14 @@
 //! Signals for a standalone server: SIGTERM drains over `drain_window`, SIGINT drains at once,
-//! a second signal exits immediately.
+//! a second signal exits immediately; SIGHUP reloads the TLS certificate (and does nothing
+//! else, at any time).
 
 use nix::sys::signal::{SigSet, Signal};
 
 use super::{Server, ServerBuilder, ServerError};
 
-/// Block SIGTERM and SIGINT (workers inherit the mask), start the server, drain it on the
-/// first signal, and return when every worker has finished. A second signal exits at once
-/// with status 128 + signal number.
+/// Block SIGTERM, SIGINT and SIGHUP (workers inherit the mask), start the server, drain it on
+/// the first SIGTERM or SIGINT, and return when every worker has finished. A second one exits
+/// at once with status 128 + signal number. SIGHUP reloads the TLS certificate and key.
 pub fn run_until_signalled(builder: ServerBuilder) -> Result<(), ServerError> {
     run_until_signalled_with(builder, |_| Ok(()))
 }
@@ -22,6 +23,7 @@ pub fn run_until_signalled_with<T>(
     let mut set = SigSet::empty();
     set.add(Signal::SIGTERM);
     set.add(Signal::SIGINT);
+    set.add(Signal::SIGHUP);
     if let Err(e) = set.thread_block() {
         tracing::warn!(error = %e, "cannot block signals; SIGTERM will kill without a drain");
     }
@@ -39,7 +41,14 @@ pub fn run_until_signalled_with<T>(
     std::thread::Builder::new()
         .name("corecast-signals".into())
         .spawn(move || {
-            let Ok(first) = set.wait() else { return };
+            let wait = || loop {
+                match set.wait() {
+                    Ok(Signal::SIGHUP) => reload(&handle),
+                    Ok(sig) => return Some(sig),
+                    Err(_) => return None,
+                }
+            };
+            let Some(first) = wait() else { return };
             let window = if first == Signal::SIGINT {
                 std::time::Duration::ZERO
             } else {
@@ -47,7 +56,7 @@ pub fn run_until_signalled_with<T>(
             };
             tracing::info!(signal = %first, ?window, "draining: closing connections with 1001");
             handle.drain(window);
-            if let Ok(second) = set.wait() {
+            if let Some(second) = wait() {
                 tracing::warn!(signal = %second, "second signal: exiting now");
                 std::process::exit(128 + second as i32);
             }
@@ -60,4 +69,17 @@ pub fn run_until_signalled_with<T>(
     drop(keep);
     tracing::info!("all workers stopped");
     result
+}
+
+/// SIGHUP: reload the certificate, or say why not (the old one stays in use).
+fn reload(handle: &super::ShutdownHandle) {
+    match handle.reload_tls() {
+        Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded; new handshakes use it"),
+        Err(super::tls::TlsError::NotConfigured) => {
+            tracing::info!("SIGHUP ignored: TLS is not configured")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP: TLS reload failed; keeping the old certificate")
+        }
+    }
 }

@@ -79,6 +79,11 @@ counters! {
     dropped,
     /// Connections closed with 1008 "slow consumer".
     slow_disconnects,
+    /// TLS connections dropped before the upgrade: not TLS (e.g. plain HTTP), a bad record,
+    /// an alert from the client (it distrusts our certificate), no common version or cipher.
+    rejected_tls,
+    /// Upgraded TLS connections dropped for a bad record or an alert from the peer.
+    closed_tls,
 }
 
 /// A counter with a single writer.

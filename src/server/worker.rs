@@ -24,6 +24,7 @@ use super::{
     io,
     stats::WorkerStats,
     timer::TimerWheel,
+    tls::{TlsConn, TlsFlush, TlsRead},
 };
 use crate::{
     config::Config,
@@ -61,6 +62,8 @@ pub(crate) struct WorkerSettings {
     pub(crate) close_ticks: u64,
     pub(crate) subprotocols: Vec<String>,
     pub(crate) nodelay: bool,
+    /// The TLS config of a wss:// listener; `None` for plain ws://.
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl WorkerSettings {
@@ -81,6 +84,7 @@ impl WorkerSettings {
             close_ticks: ticks(cfg.close_timeout),
             subprotocols: cfg.subprotocols.clone(),
             nodelay: cfg.tcp_nodelay,
+            tls: None,
         }
     }
 }
@@ -178,17 +182,32 @@ impl WorkerInner {
         if self.set.nodelay {
             let _ = stream.set_nodelay(true);
         }
+        let tls = match &self.set.tls {
+            None => None,
+            Some(cfg) => match TlsConn::new(cfg) {
+                Ok(t) => Some(Box::new(t)),
+                Err(e) => {
+                    tracing::warn!(worker = self.id, error = %e, "cannot start a TLS session");
+                    self.set.limit.release();
+                    self.stats.rejected_tls.inc();
+                    return None;
+                }
+            },
+        };
         let gen = self.next_gen.get().wrapping_add(1);
         self.next_gen.set(gen);
         let entry = conns.vacant_entry();
         let now = self.now();
-        let conn = Rc::new(Conn::new(
-            stream.as_raw_fd(),
-            entry.key() as u32,
-            gen,
-            Decoder::new(self.set.limits),
-            now,
-        ));
+        let conn = Rc::new(
+            Conn::new(
+                stream.as_raw_fd(),
+                entry.key() as u32,
+                gen,
+                Decoder::new(self.set.limits),
+                now,
+            )
+            .with_tls(tls),
+        );
         entry.insert(conn.clone());
         drop(conns);
         self.stats.connections.inc();
@@ -200,6 +219,9 @@ impl WorkerInner {
     /// Remove a finished connection and tell the handler.
     pub(crate) fn finish(&self, conn: &Rc<Conn>) {
         let opened = conn.opened.get();
+        if let Some(tls) = conn.tls.as_deref() {
+            self.stats.bytes_out.add(tls.goodbye(conn.fd) as u64);
+        }
         if self
             .conns
             .borrow_mut()
@@ -229,6 +251,9 @@ impl WorkerInner {
 
     /// The socket is readable: read until it is drained (or our queue is over its bound).
     pub(crate) fn on_readable(&self, conn: &Rc<Conn>) {
+        if let Some(tls) = conn.tls.as_deref() {
+            return self.on_readable_tls(conn, tls);
+        }
         let mut scratch = self.scratch.borrow_mut();
         loop {
             if conn.phase.get() == Phase::Dead {
@@ -248,25 +273,70 @@ impl WorkerInner {
             };
             self.stats.bytes_in.add(n as u64);
             conn.last_rx.set(self.now());
-            let mut rbuf = conn.rbuf.borrow_mut();
+            self.consume(conn, &mut scratch[..n]);
+            if n < scratch.len() || self.read_paused(conn) {
+                return;
+            }
+        }
+    }
+
+    /// Feed bytes read (plaintext) through the protocol, keeping an unfinished tail.
+    #[inline]
+    fn consume(&self, conn: &Rc<Conn>, data: &mut [u8]) {
+        let n = data.len();
+        let mut rbuf = conn.rbuf.borrow_mut();
+        if rbuf.is_empty() {
+            let used = self.process(conn, data);
+            if used < n && conn.phase.get() != Phase::Dead {
+                self.keep_tail(conn, &mut rbuf, &data[used..n]);
+            }
+        } else {
+            rbuf.extend_from_slice(data);
+            let used = self.process(conn, &mut rbuf);
+            rbuf.drain(..used);
             if rbuf.is_empty() {
-                let used = self.process(conn, &mut scratch[..n]);
-                if used < n && conn.phase.get() != Phase::Dead {
-                    self.keep_tail(conn, &mut rbuf, &scratch[used..n]);
-                }
+                // Idle connections own no read memory.
+                *rbuf = Vec::new();
             } else {
-                rbuf.extend_from_slice(&scratch[..n]);
-                let used = self.process(conn, &mut rbuf);
-                rbuf.drain(..used);
-                if rbuf.is_empty() {
-                    // Idle connections own no read memory.
-                    *rbuf = Vec::new();
-                } else {
-                    self.reserve_frame(conn, &mut rbuf);
+                self.reserve_frame(conn, &mut rbuf);
+            }
+        }
+    }
+
+    /// The TLS socket is readable: decrypt until it is drained (or our queue is over its
+    /// bound), feeding the plaintext through [`Self::consume`]. See `tls.rs`.
+    fn on_readable_tls(&self, conn: &Rc<Conn>, tls: &TlsConn) {
+        let mut scratch = self.scratch.borrow_mut();
+        loop {
+            if conn.phase.get() == Phase::Dead {
+                return;
+            }
+            let (res, cipher) = tls.read(conn.fd, &mut scratch);
+            if cipher > 0 {
+                self.stats.bytes_in.add(cipher as u64);
+                conn.last_rx.set(self.now());
+            }
+            if tls.wants_write() {
+                // Handshake messages (or an alert) to send.
+                self.mark_dirty(conn);
+            }
+            match res {
+                TlsRead::Data(n) => self.consume(conn, &mut scratch[..n]),
+                TlsRead::Blocked => return,
+                TlsRead::Closed => return conn.kill(),
+                TlsRead::Failed(e) => {
+                    if conn.opened.get() {
+                        self.stats.closed_tls.inc();
+                    } else {
+                        self.stats.rejected_tls.inc();
+                    }
+                    tracing::debug!(worker = self.id, error = %e, "dropping TLS connection");
+                    // Our alert, if rustls queued one, goes out before the socket closes.
+                    self.flush(conn);
+                    return conn.kill();
                 }
             }
-            drop(rbuf);
-            if n < scratch.len() || self.read_paused(conn) {
+            if self.read_paused(conn) {
                 return;
             }
         }
@@ -658,6 +728,22 @@ impl WorkerInner {
         }
         let was_paused = self.read_paused(conn);
         let mut q = conn.queue.borrow_mut();
+        if let Some(tls) = conn.tls.as_deref() {
+            let closing = conn.after_flush.get() != AfterFlush::Nothing;
+            let (res, n) = tls.flush(conn.fd, &mut q, closing);
+            self.stats.bytes_out.add(n as u64);
+            drop(q);
+            match res {
+                TlsFlush::Done => q = conn.queue.borrow_mut(),
+                TlsFlush::Blocked => {
+                    conn.write_blocked.set(true);
+                    conn.kick();
+                    return self.account(conn);
+                }
+                TlsFlush::Stalled => return self.account(conn),
+                TlsFlush::Failed => return conn.kill(),
+            }
+        }
         while !q.is_empty() {
             let res = {
                 let mut slices = [IoSlice::new(&[]); MAX_IOV];
