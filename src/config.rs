@@ -13,6 +13,9 @@ use std::{
 use clap::{ArgAction, Parser, ValueEnum};
 use serde::{de, Deserialize, Deserializer};
 
+mod guard;
+pub use guard::{AuthConfig, AuthMode, GuardCli, JwtAlgorithm, LimitsConfig};
+
 /// Which io driver each worker's monoio runtime uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -111,6 +114,10 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// Authentication and origin checks (`[auth]`).
+    pub auth: AuthConfig,
+    /// Per-IP, per-user and per-connection limits (`[limits]`).
+    pub limits: LimitsConfig,
 }
 
 impl Default for Config {
@@ -146,6 +153,8 @@ impl Default for Config {
             config_file: None,
             tls_cert: None,
             tls_key: None,
+            auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -363,7 +372,7 @@ impl Config {
                 ),
             });
         }
-        Ok(())
+        guard::validate(&self.auth, &self.limits)
     }
 }
 
@@ -490,6 +499,9 @@ pub struct Cli {
     /// PEM private key of --tls-cert [default: none] [env: CORECAST_TLS_KEY]
     #[arg(long, value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+    /// Authentication, origin and limit flags.
+    #[command(flatten)]
+    pub guard: GuardCli,
 }
 
 /// The TOML file's shape: every key optional, unknown keys rejected.
@@ -525,6 +537,8 @@ struct FileConfig {
     log_filter: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    auth: Option<guard::FileAuth>,
+    limits: Option<guard::FileLimits>,
 }
 
 /// A TOML duration: a string `parse_duration` accepts, or an integer number of seconds.
@@ -631,6 +645,7 @@ fn overlay_toml(s: &str, mut base: Config) -> Result<Config, String> {
         drain_window, subprotocols, history_len, history_max_age, slow_consumer, drop_topics,
         inbox_capacity, tcp_nodelay, log_format, log_filter, tls_cert, tls_key,
     );
+    guard::overlay_file(&mut base.auth, &mut base.limits, file.auth, file.limits);
     Ok(base)
 }
 
@@ -733,6 +748,7 @@ fn overlay_env(
         tls_cert => |s| Ok(Some(PathBuf::from(s))),
         tls_key => |s| Ok(Some(PathBuf::from(s))),
     }
+    guard::overlay_env(&mut config.auth, &mut config.limits, env)?;
     Ok(())
 }
 
@@ -751,6 +767,7 @@ fn overlay_cli(config: &mut Config, cli: Cli) {
     if cli.json_logs {
         config.log_format = LogFormat::Json;
     }
+    guard::overlay_cli(&mut config.auth, &mut config.limits, cli.guard);
 }
 
 /// Parse with `FromStr`, keeping the type's own message.
@@ -1200,6 +1217,7 @@ mod tests {
             config_file: None,
             tls_cert: Some("/etc/c.pem".into()),
             tls_key: Some("/etc/k.pem".into()),
+            ..Config::default()
         };
         assert_eq!(c, want);
     }
@@ -1381,6 +1399,8 @@ mod tests {
             ("--tls-cert", "none".into()),
             ("--tls-key", "none".into()),
         ];
+        let expect: Vec<(&str, String)> =
+            expect.into_iter().chain(guard::help_defaults()).collect();
         assert_eq!(d.driver, Driver::Auto);
         assert_eq!(d.log_format, LogFormat::Text);
         for (flag, default) in &expect {

@@ -9,13 +9,17 @@
 //! - [`server`]: the per-core runtime: workers, listeners, connections, timers, drain.
 //! - [`admin`]: the admin HTTP API (`POST /publish`, `GET /stats`).
 //! - [`config`]: the one `Config` (defaults, TOML, environment, CLI).
+//! - [`auth`]: JWT verification, identities and topic permissions, the origin allowlist.
+//! - [`guard`]: admission control before the upgrade (per-IP, per-user, handshake rate).
 //!
 //! Embedding: build a [`Server`] with a [`Handler`] and run it.
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod fanout;
+pub mod guard;
 pub mod proto;
 pub mod pubsub;
 pub mod queue;

@@ -11,6 +11,10 @@
 //! reply (sent by the owner through the same channel) splits the stream exactly: everything
 //! before it is history, everything after it is live. See `docs/pubsub.md`.
 
+mod access;
+
+pub use access::{RateSettings, RATE_DROPS_BEFORE_CLOSE};
+
 use std::{
     collections::HashMap,
     hash::{BuildHasher, RandomState},
@@ -40,7 +44,7 @@ use crate::{
 /// was reused never reaches the new topic).
 pub(crate) type TopicRef = (u32, u32);
 
-/// Subscriptions one connection may hold.
+/// Subscriptions one connection may hold by default (`max_subscriptions`).
 pub const MAX_SUBSCRIPTIONS_PER_CONN: usize = 4096;
 /// Refused messages within [`STRIKE_WINDOW_TICKS`] after which a connection is closed (1008).
 pub const MAX_STRIKES: u32 = 10;
@@ -146,6 +150,10 @@ pub struct Settings {
     /// Topic patterns that use [`SlowPolicy::Drop`]: exact names, or prefixes (`md.`) when
     /// the pattern ended in `.*`.
     pub drop_topics: Vec<(String, bool)>,
+    /// Subscriptions one connection may hold.
+    pub max_subscriptions: usize,
+    /// Inbound message and byte rate limits per connection.
+    pub rate: RateSettings,
 }
 
 impl Settings {
@@ -267,6 +275,7 @@ struct ConnState {
     subs: Vec<ConnSub>,
     strikes: u32,
     strike_tick: u64,
+    access: access::Access,
 }
 
 /// The pub/sub [`Handler`] of one worker.
@@ -288,6 +297,7 @@ pub struct PubSub {
     /// Owner stamps of the messages fanned out to local subscribers in this wake, measured
     /// when the worker has written them out ([`Handler::after_flush`]).
     written: Vec<u64>,
+    expiry: access::ExpiryQueue,
 }
 
 /// The worker's inbox as a [`Wakeup`] source.
@@ -330,6 +340,7 @@ impl PubSub {
             batch: Vec::with_capacity(BATCH),
             tick: 0,
             written: Vec::new(),
+            expiry: access::ExpiryQueue::default(),
         }
     }
 
@@ -790,7 +801,7 @@ impl PubSub {
             }
             return;
         }
-        if st.subs.len() >= MAX_SUBSCRIPTIONS_PER_CONN {
+        if st.subs.len() >= self.set.max_subscriptions {
             let f = frames::err(
                 enc,
                 req_id.as_ref(),
@@ -930,6 +941,9 @@ impl PubSub {
                 since,
                 id: req_id,
             } => {
+                if !self.conn_state(id).is_some_and(|s| s.access.may_subscribe(topic.as_str())) {
+                    return self.forbid(ctx, id, req_id.as_ref(), "subscribe to");
+                }
                 let r = self.entry(topic.as_str());
                 self.sub(ctx, id, r, since, req_id.map(Id::into_owned));
             }
@@ -947,6 +961,13 @@ impl PubSub {
                         }
                     }
                 }
+            }
+            ClientOp::Pub {
+                topic,
+                id: req_id,
+                ..
+            } if !self.conn_state(id).is_some_and(|s| s.access.may_publish(topic.as_str())) => {
+                self.forbid(ctx, id, req_id.as_ref(), "publish to")
             }
             ClientOp::Pub {
                 topic,
@@ -1026,23 +1047,28 @@ impl Handler for PubSub {
     fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, info: &OpenInfo<'_>) {
         let Some(c) = ctx.conn_ref(conn) else { return };
         let enc = Encoding::from_subprotocol(info.protocol).unwrap_or(Encoding::Json);
-        self.conns.insert(
-            conn.key,
-            ConnState {
-                gen: conn.gen,
-                conn: c,
-                enc,
-                subs: Vec::new(),
-                strikes: 0,
-                strike_tick: self.tick,
-            },
-        );
+        let identity = info.identity.cloned();
+        let access = access::Access::new(identity, ctx.token_leeway(), &self.set.rate, self.tick);
+        let st = ConnState {
+            gen: conn.gen,
+            conn: c,
+            enc,
+            subs: Vec::new(),
+            strikes: 0,
+            strike_tick: self.tick,
+            access,
+        };
+        self.track_expiry(conn, &st);
+        self.conns.insert(conn.key, st);
     }
 
     fn on_message(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, msg: Message<'_>) {
         let Some(enc) = self.conn_state(conn).map(|s| s.enc) else {
             return;
         };
+        if !self.admit_message(ctx, conn, access::msg_len(&msg)) {
+            return;
+        }
         let (op, err_id) = match msg {
             Message::Text(t) => match enc.decode_text_frame(t) {
                 Ok(op) => (Ok(op), None),
@@ -1055,6 +1081,7 @@ impl Handler for PubSub {
         };
         match op {
             Ok(op) => self.on_op(ctx, conn, op),
+            Err(wire::WireError::BadOp(_)) if self.try_auth(ctx, conn, &msg) => {}
             Err(e) => self.refuse(ctx, conn, frames::error(enc, err_id.as_ref(), &e)),
         }
     }
@@ -1097,8 +1124,9 @@ impl Handler for PubSub {
         }
     }
 
-    fn on_tick(&mut self, _ctx: &mut Ctx<'_>) {
+    fn on_tick(&mut self, ctx: &mut Ctx<'_>) {
         self.tick += 1;
+        self.expire_tokens(ctx);
         if self.tick % SWEEP_TICKS == 0 {
             self.sweep();
         }

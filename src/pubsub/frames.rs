@@ -41,7 +41,7 @@ pub const ENCODINGS: [Encoding; 2] = [Encoding::Json, Encoding::Binary];
 
 /// Encode one protocol message with `f` behind room for its frame header, then write the
 /// header in front: one allocation, no copy.
-fn framed(enc: Encoding, capacity: usize, f: impl FnOnce(&mut BytesMut)) -> Bytes {
+pub(crate) fn framed(enc: Encoding, capacity: usize, f: impl FnOnce(&mut BytesMut)) -> Bytes {
     let mut buf = BytesMut::with_capacity(MAX_HEAD + capacity);
     buf.extend_from_slice(&[0; MAX_HEAD]);
     f(&mut buf);
@@ -101,6 +101,13 @@ pub fn error(enc: Encoding, id: Option<&Id<'_>>, err: &WireError) -> Bytes {
 pub fn err(enc: Encoding, id: Option<&Id<'_>>, code: &str, msg: &str) -> Bytes {
     framed(enc, 64 + code.len() + msg.len(), |b| {
         wire::encode_err(enc, id, code, msg, b)
+    })
+}
+
+/// An `authed` frame (the token of an `auth` op was accepted).
+pub fn authed(enc: Encoding, exp: u64, id: Option<&Id<'_>>) -> Bytes {
+    framed(enc, 48 + id.map_or(0, id_len), |b| {
+        wire::encode_authed(enc, exp, id, b)
     })
 }
 

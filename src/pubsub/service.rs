@@ -92,6 +92,12 @@ impl PubSubService {
                     None => (p.clone(), false),
                 })
                 .collect(),
+            max_subscriptions: cfg.limits.max_subscriptions,
+            rate: super::engine::RateSettings {
+                msgs_per_sec: u64::from(cfg.limits.max_msgs_per_sec),
+                bytes_per_sec: cfg.limits.max_bytes_per_sec as u64,
+                burst_ms: cfg.limits.rate_burst.as_millis() as u64,
+            },
         };
         let stats_view = mesh.outboxes.stats();
         Arc::new(PubSubService {

@@ -63,6 +63,18 @@ counters! {
     mesh_items,
     /// Items lost because another worker's inbox and our backlog for it were full.
     mesh_lost,
+    /// `sub` and `pub` refused with `forbidden`: the token does not allow the topic.
+    forbidden,
+    /// Client messages dropped for the per-connection message or byte rate.
+    rate_limited,
+    /// Connections closed with 1008 "rate limit" (over the rate for too long).
+    closed_rate_limit,
+    /// Connections closed with 1008 "token expired" (not refreshed before `exp`).
+    closed_token_expired,
+    /// Tokens refreshed with the `auth` op.
+    auth_refreshed,
+    /// `auth` ops refused (invalid, expired, another user's token, or auth off).
+    auth_refused,
 }
 
 /// Upper bounds of the latency histogram's buckets, in microseconds (the last bucket,

@@ -1330,8 +1330,149 @@ pub fn encode_op_binary<B: WireBuf + ?Sized>(op: &ClientOp<'_>, out: &mut B) {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The auth op (in-band token refresh)
+// ---------------------------------------------------------------------------------------------
+
+/// Client op byte of `auth` in the binary encoding.
+pub const OP_AUTH: u8 = 0x04;
+/// Server message byte of `authed` in the binary encoding.
+pub const OP_AUTHED: u8 = 0x87;
+/// The longest token the `auth` op carries, in bytes.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// An `auth` op: a fresh token for the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthOp<'a> {
+    /// The token (a JWT).
+    pub token: Cow<'a, str>,
+    /// Request id, echoed in `authed` or `err`.
+    pub id: Option<Id<'a>>,
+}
+
+/// Decode an `auth` op, or `None` when the message is not one. It is decoded apart from
+/// [`ClientOp`] (and tried only after [`decode_json`] reports an unknown op), so `sub` and
+/// `pub` pay nothing for it.
+///
+/// JSON: `{"op":"auth","token":"<JWT>","id":...}`.
+pub fn decode_auth_json(input: &str) -> Option<Result<AuthOp<'_>, WireError>> {
+    #[derive(Deserialize)]
+    struct Auth<'a> {
+        #[serde(default, borrow, deserialize_with = "raw_some")]
+        op: Option<&'a RawValue>,
+        #[serde(default, borrow, deserialize_with = "raw_some")]
+        token: Option<&'a RawValue>,
+        #[serde(default, borrow, deserialize_with = "raw_some")]
+        id: Option<&'a RawValue>,
+    }
+    if input.len() > MAX_ENVELOPE_BYTES {
+        return None;
+    }
+    let f: Auth<'_> = serde_json::from_str(input).ok()?;
+    if present(f.op)? != "\"auth\"" {
+        return None;
+    }
+    Some((|| {
+        let id = json_id(f.id)?;
+        let raw = present(f.token).ok_or(WireError::MissingField("token"))?;
+        let token = match json_string(raw) {
+            Some(Ok(t)) => t,
+            _ => {
+                return Err(WireError::BadField {
+                    field: "token",
+                    reason: "must be a string",
+                })
+            }
+        };
+        check_token(&token)?;
+        Ok(AuthOp { token, id })
+    })())
+}
+
+/// Decode a binary `auth` op, or `None` when the message is not one.
+///
+/// Binary: `0x04`, flags (id flags only), the id if flagged, then the token (varint length
+/// and UTF-8).
+pub fn decode_auth_binary(input: &[u8]) -> Option<Result<AuthOp<'_>, WireError>> {
+    if input.first() != Some(&OP_AUTH) || input.len() > MAX_ENVELOPE_BYTES {
+        return None;
+    }
+    let mut r = Reader { buf: input };
+    Some((|| {
+        let (_, flags) = r.head(|op| (op == OP_AUTH).then_some(FLAG_ID))?;
+        let id = r.id(flags)?;
+        let token = Cow::Borrowed(r.utf8("token")?);
+        r.finish()?;
+        check_token(&token)?;
+        Ok(AuthOp { token, id })
+    })())
+}
+
+fn check_token(token: &str) -> Result<(), WireError> {
+    if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
+        return Err(WireError::BadField {
+            field: "token",
+            reason: "must be 1 to 8192 bytes",
+        });
+    }
+    Ok(())
+}
+
+/// Append the `authed` reply: the new token was accepted; `exp` is its expiry in seconds
+/// since the Unix epoch (0: none).
+///
+/// JSON: `{"op":"authed","exp":1700000000,"id":...}`. Binary: `0x87`, flags, id, varint exp.
+pub fn encode_authed<B: WireBuf + ?Sized>(enc: Encoding, exp: u64, id: Option<&Id<'_>>, out: &mut B) {
+    match enc {
+        Encoding::Json => {
+            out.put(b"{\"op\":\"authed\",\"exp\":");
+            put_dec(out, exp);
+            if let Some(id) = id {
+                out.put(b",\"id\":");
+                put_json_id(out, id);
+            }
+            out.put(b"}");
+        }
+        Encoding::Binary => {
+            out.put(&[OP_AUTHED, id_flags(id)]);
+            put_bin_id(out, id);
+            put_varint(out, exp);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn auth_op_in_both_encodings() {
+        let a = decode_auth_json(r#"{"op":"auth","token":"a.b.c","id":"r1"}"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!(a.token, "a.b.c");
+        assert_eq!(a.id, Some(Id::Str("r1".into())));
+        assert!(decode_auth_json(r#"{"op":"sub","topic":"a"}"#).is_none());
+        assert!(decode_auth_json("not json").is_none());
+        assert_eq!(
+            decode_auth_json(r#"{"op":"auth"}"#).unwrap(),
+            Err(WireError::MissingField("token"))
+        );
+        assert!(decode_auth_json(r#"{"op":"auth","token":7}"#).unwrap().is_err());
+        let mut bin = vec![OP_AUTH, FLAG_ID_NUM, 9];
+        put_sized(&mut bin, b"x.y.z");
+        let a = decode_auth_binary(&bin).unwrap().unwrap();
+        assert_eq!((a.token.as_ref(), a.id), ("x.y.z", Some(Id::Num(9))));
+        assert!(decode_auth_binary(&[OP_SUB, 0]).is_none());
+        assert!(decode_auth_binary(&[OP_AUTH, FLAG_SINCE]).unwrap().is_err());
+        bin.push(0);
+        assert!(decode_auth_binary(&bin).unwrap().is_err(), "trailing bytes");
+        let mut out = Vec::new();
+        encode_authed(Encoding::Json, 1700, Some(&Id::Num(3)), &mut out);
+        assert_eq!(out, br#"{"op":"authed","exp":1700,"id":3}"#);
+        out.clear();
+        encode_authed(Encoding::Binary, 300, None, &mut out);
+        assert_eq!(out, [OP_AUTHED, 0, 0xac, 0x02]);
+    }
+
     use super::*;
     use crate::pubsub::MAX_TOPIC_BYTES;
     use serde_json::{json, Value};

@@ -84,6 +84,10 @@ pub(crate) struct Conn {
     waker: Cell<Option<Waker>>,
     /// The TLS session of a wss:// connection; `None` on a plain listener.
     pub(crate) tls: Option<Box<TlsConn>>,
+    /// Holds a slot of the process-wide connection limit (refused connections do not).
+    pub(crate) counted: Cell<bool>,
+    /// Per-IP and per-user counts and the identity, released when the connection ends.
+    pub(crate) admission: RefCell<Option<Box<crate::guard::Admission>>>,
 }
 
 impl Conn {
@@ -114,6 +118,8 @@ impl Conn {
             kicked: Cell::new(false),
             waker: Cell::new(None),
             tls: None,
+            counted: Cell::new(true),
+            admission: RefCell::new(None),
         }
     }
 

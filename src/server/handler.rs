@@ -1,12 +1,13 @@
 //! The embedding API: a [`Handler`] runs inside each worker and talks to connections through
 //! a [`Ctx`]; a [`HandshakeHook`] accepts or rejects upgrade requests before the `101`.
 
-use std::{future::Future, net::SocketAddr, pin::Pin, rc::Rc};
+use std::{future::Future, net::SocketAddr, pin::Pin, rc::Rc, sync::Arc};
 
 use bytes::Bytes;
 
 use super::{conn::Conn, worker::WorkerInner};
 use crate::{
+    auth::{AuthError, Identity},
     proto::{handshake::Request, CloseCode},
     queue::{ConflationKey, Offer, SlowPolicy},
 };
@@ -70,6 +71,8 @@ pub struct OpenInfo<'a> {
     pub origin: Option<&'a str>,
     /// The negotiated subprotocol, if any.
     pub protocol: Option<&'a str>,
+    /// Who the connection's token says it is (`None` when auth is off).
+    pub identity: Option<&'a Arc<Identity>>,
 }
 
 /// Why a send did not queue the frame.
@@ -198,6 +201,18 @@ impl Ctx<'_> {
     /// frame goes ahead of it).
     pub fn close_now(&mut self, conn: &ConnRef, code: CloseCode, reason: &str) {
         self.w.close_discarding(&conn.0, code, reason);
+    }
+
+    /// Verify a token presented on an open connection (in-band refresh) with the server's
+    /// JWT settings; `Err(AuthError::Disabled)` when auth is off.
+    pub fn verify_token(&self, token: &str) -> Result<Identity, AuthError> {
+        self.w.set.guard.verify(token)
+    }
+
+    /// Seconds past a token's `exp` it is still accepted (the JWT leeway): a connection
+    /// whose token is not refreshed should be closed at `exp` plus this.
+    pub fn token_leeway(&self) -> u64 {
+        self.w.set.guard.leeway()
     }
 
     /// Bytes queued for `conn` and not yet written, or `None` if it is gone.

@@ -93,6 +93,9 @@ pub enum ServerError {
     /// The TLS certificate or key could not be loaded.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    /// The JWT key named in the configuration could not be loaded.
+    #[error(transparent)]
+    AuthKey(#[from] crate::auth::KeySetupError),
 }
 
 type HandlerFactory = Arc<dyn Fn(usize) -> Box<dyn Handler> + Send + Sync>;
@@ -138,6 +141,7 @@ impl ServerBuilder {
         // One process-wide count: SO_REUSEPORT spreads connections unevenly, so a per-worker
         // share of the limit would refuse on one worker while the process still has room.
         let live = Arc::new(ConnLimit::new(max_conns));
+        let guard = Arc::new(crate::guard::Guard::from_config(&cfg)?);
         let listeners = bind_all(&cfg, workers, driver)?;
         let addr = listeners[0].local_addr().map_err(|e| ServerError::Bind {
             addr: cfg.listen,
@@ -157,7 +161,7 @@ impl ServerBuilder {
             st.heartbeat_ms.set(stats::monotonic_ms());
             bells.push(bell.clone());
             stats.push(st.clone());
-            let mut set = WorkerSettings::new(&cfg, live.clone());
+            let mut set = WorkerSettings::new(&cfg, live.clone(), guard.clone());
             set.tls = tls.as_ref().map(|t| t.config.clone());
             let factory = factory.clone();
             let hook = self.hook.clone();

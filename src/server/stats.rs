@@ -84,6 +84,20 @@ counters! {
     rejected_tls,
     /// Upgraded TLS connections dropped for a bad record or an alert from the peer.
     closed_tls,
+    /// Connections refused with 429 before the upgrade: the client address is over its
+    /// handshake rate.
+    rejected_handshake_rate,
+    /// Connections refused with 429 before the upgrade: the client address has
+    /// `max_connections_per_ip` open.
+    rejected_ip_limit,
+    /// Handshakes refused with 403: a browser origin not in the allowlist.
+    rejected_origin,
+    /// Handshakes refused with 401: no token, or one that does not verify.
+    rejected_unauthorized,
+    /// Handshakes refused with 401 "token expired".
+    rejected_token_expired,
+    /// Handshakes refused with 429: the user has `max_connections_per_user` open.
+    rejected_user_limit,
 }
 
 /// A counter with a single writer.

@@ -28,6 +28,7 @@ use super::{
 };
 use crate::{
     config::Config,
+    guard::{Admission, Guard, Refusal},
     proto::{
         encode_close, encode_frame, encoded_len,
         handshake::{self, HandshakeLimits},
@@ -44,6 +45,9 @@ const SCRATCH_BYTES: usize = 64 * 1024;
 const MAX_IOV: usize = 64;
 /// Wheel size: 4096 ticks of 100 ms, about 6.8 minutes.
 const WHEEL_SLOTS: usize = 4096;
+/// Refused connections a worker lets linger to deliver their HTTP answer (each holds a
+/// socket and a slab entry for at most `close_timeout`).
+const MAX_REFUSING: usize = 1024;
 
 fn ticks(d: Duration) -> u64 {
     let t = TICK.as_nanos();
@@ -56,6 +60,7 @@ pub(crate) struct WorkerSettings {
     pub(crate) hs_limits: HandshakeLimits,
     pub(crate) send_bound: usize,
     pub(crate) limit: Arc<super::ConnLimit>,
+    pub(crate) guard: Arc<Guard>,
     pub(crate) ping_ticks: u64,
     pub(crate) silent_ticks: u64,
     pub(crate) handshake_ticks: u64,
@@ -67,7 +72,7 @@ pub(crate) struct WorkerSettings {
 }
 
 impl WorkerSettings {
-    pub(crate) fn new(cfg: &Config, limit: Arc<super::ConnLimit>) -> Self {
+    pub(crate) fn new(cfg: &Config, limit: Arc<super::ConnLimit>, guard: Arc<Guard>) -> Self {
         WorkerSettings {
             limits: DecoderLimits {
                 max_frame: cfg.max_frame_bytes,
@@ -78,6 +83,7 @@ impl WorkerSettings {
             },
             send_bound: cfg.send_buffer_bytes,
             limit,
+            guard,
             ping_ticks: ticks(cfg.ping_interval),
             silent_ticks: ticks(cfg.ping_interval + cfg.pong_timeout),
             handshake_ticks: ticks(cfg.handshake_timeout),
@@ -107,6 +113,8 @@ pub(crate) struct WorkerInner {
     wakeup: RefCell<Option<Rc<dyn Wakeup>>>,
     /// The handler asked for `on_wake` at the end of every wake.
     wake_hook: bool,
+    /// Refused connections still sending their HTTP answer (see `refuse_at_accept`).
+    refusing: Cell<usize>,
 }
 
 impl WorkerInner {
@@ -134,6 +142,7 @@ impl WorkerInner {
             dirty: RefCell::new(Vec::new()),
             next_gen: Cell::new(0),
             draining: Cell::new(false),
+            refusing: Cell::new(0),
         }
     }
 
@@ -170,14 +179,83 @@ impl WorkerInner {
 
     // ----- accepting -----
 
-    /// Register an accepted socket and return its connection, or `None` when full.
-    pub(crate) fn admit(&self, stream: &monoio::net::TcpStream) -> Option<Rc<Conn>> {
-        use std::os::fd::AsRawFd;
+    /// Register an accepted socket and return its connection: a new one, or one refused
+    /// with an HTTP answer (503 when full, 429 over a per-IP limit); `None` to drop the
+    /// socket at once (draining, or too many refusals in flight).
+    pub(crate) fn admit(
+        &self,
+        stream: &monoio::net::TcpStream,
+        peer: SocketAddr,
+    ) -> Option<Rc<Conn>> {
         self.stats.accepted.inc();
-        if self.draining.get() || !self.set.limit.acquire() {
+        if self.draining.get() {
             self.stats.refused_limit.inc();
             return None;
         }
+        let verdict = if self.set.limit.acquire() {
+            self.set.guard.on_accept(peer.ip()).inspect_err(|_| {
+                self.set.limit.release();
+            })
+        } else {
+            Err(Refusal::Full)
+        };
+        match verdict {
+            Ok(ip) => {
+                let Some(conn) = self.register(stream) else {
+                    self.set.limit.release();
+                    return None;
+                };
+                if let Some(ip) = ip {
+                    *conn.admission.borrow_mut() = Some(Box::new(Admission {
+                        ip: Some(ip),
+                        ..Admission::default()
+                    }));
+                }
+                Some(conn)
+            }
+            Err(r) => self.refuse_at_accept(stream, r),
+        }
+    }
+
+    /// Answer a connection refused at accept with a fixed HTTP response, without reading
+    /// the request. The connection holds no slot of the limit; it reads and discards until
+    /// the peer closes (so the answer is not lost to a reset) or `close_timeout`. At most
+    /// [`MAX_REFUSING`] per worker linger like this; beyond that the socket is just closed.
+    fn refuse_at_accept(
+        &self,
+        stream: &monoio::net::TcpStream,
+        why: Refusal,
+    ) -> Option<Rc<Conn>> {
+        self.count_refusal(why);
+        // Over TLS the answer would need a TLS handshake first: close at once instead.
+        if self.refusing.get() >= MAX_REFUSING || self.set.tls.is_some() {
+            return None;
+        }
+        let conn = self.register(stream)?;
+        conn.counted.set(false);
+        self.refusing.set(self.refusing.get() + 1);
+        self.reject(&conn, why.status(), why.reason());
+        self.flush(&conn);
+        Some(conn)
+    }
+
+    fn count_refusal(&self, why: Refusal) {
+        let s = &self.stats;
+        match why {
+            Refusal::Full => s.refused_limit.inc(),
+            Refusal::IpLimit => s.rejected_ip_limit.inc(),
+            Refusal::HandshakeRate => s.rejected_handshake_rate.inc(),
+            Refusal::Origin => s.rejected_origin.inc(),
+            Refusal::Unauthorized => s.rejected_unauthorized.inc(),
+            Refusal::TokenExpired => s.rejected_token_expired.inc(),
+            Refusal::UserLimit => s.rejected_user_limit.inc(),
+        }
+    }
+
+    /// Put an accepted socket in the slab, in the handshake phase with its deadline; `None`
+    /// when its TLS session cannot start (counted in `rejected_tls`).
+    fn register(&self, stream: &monoio::net::TcpStream) -> Option<Rc<Conn>> {
+        use std::os::fd::AsRawFd;
         let mut conns = self.conns.borrow_mut();
         if self.set.nodelay {
             let _ = stream.set_nodelay(true);
@@ -188,7 +266,6 @@ impl WorkerInner {
                 Ok(t) => Some(Box::new(t)),
                 Err(e) => {
                     tracing::warn!(worker = self.id, error = %e, "cannot start a TLS session");
-                    self.set.limit.release();
                     self.stats.rejected_tls.inc();
                     return None;
                 }
@@ -228,8 +305,14 @@ impl WorkerInner {
             .try_remove(conn.key as usize)
             .is_some()
         {
-            self.set.limit.release();
+            if conn.counted.get() {
+                self.set.limit.release();
+            } else {
+                self.refusing.set(self.refusing.get().saturating_sub(1));
+            }
         }
+        // Per-IP and per-user counts go back now, whoever still holds the `Conn`.
+        drop(conn.admission.borrow_mut().take());
         self.stats.connections.dec();
         self.stats.closed.inc();
         self.stats
@@ -404,11 +487,27 @@ impl WorkerInner {
             .ok()
             .and_then(|a| sockaddr_to_std(&a))
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let admitted = match self.set.guard.on_handshake(&req) {
+            Ok(a) => a,
+            Err(why) => {
+                self.count_refusal(why);
+                tracing::debug!(worker = self.id, reason = why.reason(), "handshake refused");
+                self.reject(conn, why.status(), why.reason());
+                return Some(buf.len());
+            }
+        };
         if let Some(hook) = &self.hook {
             if let HookDecision::Reject { status, reason } = hook.check(&req, peer) {
                 self.reject(conn, status, &reason);
                 return Some(buf.len());
             }
+        }
+        let identity = admitted.identity.clone();
+        if admitted.user.is_some() || identity.is_some() {
+            let mut slot = conn.admission.borrow_mut();
+            let a = slot.get_or_insert_with(Box::default);
+            a.user = admitted.user;
+            a.identity = admitted.identity;
         }
         let protocol = handshake::select_protocol(req.protocols(), &self.set.subprotocols);
         let mut out = Vec::with_capacity(160);
@@ -430,6 +529,7 @@ impl WorkerInner {
             query: req.query,
             origin: req.origin,
             protocol,
+            identity: identity.as_ref(),
         };
         let id = ConnId {
             key: conn.key,
@@ -949,8 +1049,8 @@ async fn accept_loop(w: Rc<WorkerInner>, listener: monoio::net::TcpListener, bel
             _ = bell.wait() => return,
         };
         match accepted {
-            Ok((stream, _addr)) => {
-                if let Some(conn) = w.admit(&stream) {
+            Ok((stream, addr)) => {
+                if let Some(conn) = w.admit(&stream, addr) {
                     monoio::spawn(conn::run(w.clone(), stream, conn));
                 }
             }
