@@ -6,13 +6,14 @@ use std::{io::Read, net::TcpStream, time::Duration};
 
 use common::*;
 
-/// A raw connection the server refused: it closes the socket without answering.
+/// A raw connection the server refused: it answers 503 before the upgrade and closes.
 fn refused(addr: std::net::SocketAddr) -> bool {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let _ = std::io::Write::write_all(&mut s, upgrade_request(addr, "/", "").as_bytes());
-    let mut buf = [0u8; 64];
-    matches!(s.read(&mut buf), Ok(0) | Err(_))
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    answer.starts_with(b"HTTP/1.1 503")
 }
 
 #[test]

@@ -110,7 +110,10 @@ impl std::fmt::Debug for Verifier {
     }
 }
 
-fn read(path: &Option<PathBuf>, setting: &'static str) -> Result<(PathBuf, Vec<u8>), KeySetupError> {
+fn read(
+    path: &Option<PathBuf>,
+    setting: &'static str,
+) -> Result<(PathBuf, Vec<u8>), KeySetupError> {
     let path = path.clone().ok_or(KeySetupError::MissingKey(setting))?;
     let bytes = std::fs::read(&path).map_err(|source| KeySetupError::Read {
         path: path.clone(),
@@ -200,8 +203,8 @@ impl Verifier {
     /// Check `token`'s signature and claims, and return the identity it grants. A token
     /// without topic claims may neither subscribe nor publish.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map_err(|e| match e.kind() {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
+            |e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
                 ErrorKind::InvalidSignature => AuthError::Invalid("bad signature"),
                 ErrorKind::InvalidAlgorithm => AuthError::Invalid("algorithm not allowed"),
@@ -210,7 +213,8 @@ impl Verifier {
                 ErrorKind::ImmatureSignature => AuthError::Invalid("not valid yet"),
                 ErrorKind::MissingRequiredClaim(_) => AuthError::Invalid("missing exp or sub"),
                 _ => AuthError::Invalid("malformed"),
-            })?;
+            },
+        )?;
         let c = data.claims;
         if c.sub.is_empty() || c.sub.len() > 256 {
             return Err(AuthError::Invalid("sub must be 1 to 256 bytes"));
@@ -282,7 +286,10 @@ mod tests {
         let id = v
             .verify(&hs(serde_json::json!({"sub":"carol","exp":exp})))
             .unwrap();
-        assert!(id.subscribe.is_empty() && id.publish.is_empty(), "deny by default");
+        assert!(
+            id.subscribe.is_empty() && id.publish.is_empty(),
+            "deny by default"
+        );
     }
 
     #[test]
@@ -295,7 +302,10 @@ mod tests {
         assert_eq!(v.verify(&hs(expired)), Err(AuthError::Expired));
         let mut aud = good.clone();
         aud["aud"] = "other".into();
-        assert_eq!(v.verify(&hs(aud)), Err(AuthError::Invalid("wrong audience")));
+        assert_eq!(
+            v.verify(&hs(aud)),
+            Err(AuthError::Invalid("wrong audience"))
+        );
         let mut iss = good.clone();
         iss["iss"] = "other".into();
         assert_eq!(v.verify(&hs(iss)), Err(AuthError::Invalid("wrong issuer")));

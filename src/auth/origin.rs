@@ -72,7 +72,10 @@ impl OriginAllowlist {
                 let Some((s, authority)) = origin.split_once("://") else {
                     return false;
                 };
-                if scheme.as_deref().is_some_and(|want| !s.eq_ignore_ascii_case(want)) {
+                if scheme
+                    .as_deref()
+                    .is_some_and(|want| !s.eq_ignore_ascii_case(want))
+                {
                     return false;
                 }
                 let host = authority.to_ascii_lowercase();
@@ -100,12 +103,23 @@ mod tests {
         assert!(!a.allows("https://app.example.com:8443"), "port matters");
         assert!(!a.allows("https://evil.com"));
         assert!(a.allows("https://a.b.example.org"));
-        assert!(!a.allows("https://example.org"), "the apex is not a subdomain");
+        assert!(
+            !a.allows("https://example.org"),
+            "the apex is not a subdomain"
+        );
         assert!(!a.allows("https://evilexample.org"));
         assert!(!a.allows("http://x.example.org"));
         assert!(a.allows("http://x.example.net") && a.allows("https://y.example.net"));
         assert!(!a.allows("null"));
-        for bad in ["", "https://", "*", "*example.com", "https://a.com/", "a.com", "https://*.a*.com"] {
+        for bad in [
+            "",
+            "https://",
+            "*",
+            "*example.com",
+            "https://a.com/",
+            "a.com",
+            "https://*.a*.com",
+        ] {
             assert!(OriginAllowlist::new([bad]).is_err(), "{bad:?}");
         }
     }

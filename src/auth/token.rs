@@ -71,7 +71,11 @@ mod tests {
             |r| assert_eq!(token_from_request(r, false).as_deref(), Some("a.b.c")),
         );
         with_request("", "/?x=1&token=q.r.s", |r| {
-            assert_eq!(token_from_request(r, false), None, "query tokens are opt-in");
+            assert_eq!(
+                token_from_request(r, false),
+                None,
+                "query tokens are opt-in"
+            );
             assert_eq!(token_from_request(r, true).as_deref(), Some("q.r.s"));
         });
     }

@@ -325,7 +325,10 @@ pub(super) fn validate(auth: &AuthConfig, limits: &LimitsConfig) -> Result<(), C
             set,
             field,
             "none",
-            format_args!("a file path when auth is required with {:?}", auth.jwt_algorithm),
+            format_args!(
+                "a file path when auth is required with {:?}",
+                auth.jwt_algorithm
+            ),
         )?;
     }
     check(
@@ -377,10 +380,22 @@ pub(super) fn help_defaults() -> Vec<(&'static str, String)> {
         ("--query-token", a.query_token.to_string()),
         ("--check-origin", a.check_origin.to_string()),
         ("--allowed-origins", "none".into()),
-        ("--max-connections-per-ip", l.max_connections_per_ip.to_string()),
-        ("--max-connections-per-user", l.max_connections_per_user.to_string()),
-        ("--handshake-rate-per-ip", l.handshake_rate_per_ip.to_string()),
-        ("--handshake-burst-per-ip", l.handshake_burst_per_ip.to_string()),
+        (
+            "--max-connections-per-ip",
+            l.max_connections_per_ip.to_string(),
+        ),
+        (
+            "--max-connections-per-user",
+            l.max_connections_per_user.to_string(),
+        ),
+        (
+            "--handshake-rate-per-ip",
+            l.handshake_rate_per_ip.to_string(),
+        ),
+        (
+            "--handshake-burst-per-ip",
+            l.handshake_burst_per_ip.to_string(),
+        ),
         ("--max-msgs-per-sec", l.max_msgs_per_sec.to_string()),
         ("--max-bytes-per-sec", l.max_bytes_per_sec.to_string()),
         ("--rate-burst", Human(l.rate_burst).to_string()),
@@ -451,9 +466,17 @@ mod tests {
         assert!(e.contains("jwt_secret_file"), "{e}");
         let mut c = Config::default();
         c.auth.allowed_origins = vec!["nope".into()];
-        assert!(c.validate().unwrap_err().to_string().contains("allowed_origins"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("allowed_origins"));
         let mut c = Config::default();
         c.limits.max_subscriptions = 0;
-        assert!(c.validate().unwrap_err().to_string().contains("max_subscriptions"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("max_subscriptions"));
     }
 }

@@ -83,7 +83,10 @@ mod tests {
         // A clock that goes backwards never adds tokens.
         assert!(!b.take(s, 10, 1));
         // Byte buckets take many tokens at once.
-        let bytes = BucketShape { rate: 1000, burst: 2000 };
+        let bytes = BucketShape {
+            rate: 1000,
+            burst: 2000,
+        };
         let mut b = TokenBucket::full(bytes, 0);
         assert!(b.take(bytes, 0, 1500) && !b.take(bytes, 0, 600) && b.take(bytes, 100, 600));
     }

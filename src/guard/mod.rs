@@ -379,10 +379,7 @@ mod tests {
         assert_eq!(IpKey::of(a.into()), IpKey::of(b.into()));
         assert_ne!(IpKey::of(a.into()), IpKey::of(c.into()));
         let v4 = Ipv4Addr::new(10, 1, 2, 3);
-        assert_eq!(
-            IpKey::of(v4.into()),
-            IpKey::of(v4.to_ipv6_mapped().into())
-        );
+        assert_eq!(IpKey::of(v4.into()), IpKey::of(v4.to_ipv6_mapped().into()));
         assert_ne!(
             IpKey::of(v4.into()),
             IpKey::of(Ipv4Addr::new(10, 1, 2, 4).into())
@@ -430,7 +427,10 @@ mod tests {
     #[test]
     fn rate_table_evicts_refilled_buckets() {
         let t = RateTable {
-            shape: BucketShape { rate: 1000, burst: 1 },
+            shape: BucketShape {
+                rate: 1000,
+                burst: 1,
+            },
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
         };

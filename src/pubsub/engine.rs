@@ -941,7 +941,10 @@ impl PubSub {
                 since,
                 id: req_id,
             } => {
-                if !self.conn_state(id).is_some_and(|s| s.access.may_subscribe(topic.as_str())) {
+                if !self
+                    .conn_state(id)
+                    .is_some_and(|s| s.access.may_subscribe(topic.as_str()))
+                {
                     return self.forbid(ctx, id, req_id.as_ref(), "subscribe to");
                 }
                 let r = self.entry(topic.as_str());
@@ -963,10 +966,11 @@ impl PubSub {
                 }
             }
             ClientOp::Pub {
-                topic,
-                id: req_id,
-                ..
-            } if !self.conn_state(id).is_some_and(|s| s.access.may_publish(topic.as_str())) => {
+                topic, id: req_id, ..
+            } if !self
+                .conn_state(id)
+                .is_some_and(|s| s.access.may_publish(topic.as_str())) =>
+            {
                 self.forbid(ctx, id, req_id.as_ref(), "publish to")
             }
             ClientOp::Pub {
@@ -1066,7 +1070,7 @@ impl Handler for PubSub {
         let Some(enc) = self.conn_state(conn).map(|s| s.enc) else {
             return;
         };
-        if !self.admit_message(ctx, conn, access::msg_len(&msg)) {
+        if !self.admit_message(ctx, conn, &msg) {
             return;
         }
         let (op, err_id) = match msg {

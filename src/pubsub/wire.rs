@@ -1422,7 +1422,12 @@ fn check_token(token: &str) -> Result<(), WireError> {
 /// since the Unix epoch (0: none).
 ///
 /// JSON: `{"op":"authed","exp":1700000000,"id":...}`. Binary: `0x87`, flags, id, varint exp.
-pub fn encode_authed<B: WireBuf + ?Sized>(enc: Encoding, exp: u64, id: Option<&Id<'_>>, out: &mut B) {
+pub fn encode_authed<B: WireBuf + ?Sized>(
+    enc: Encoding,
+    exp: u64,
+    id: Option<&Id<'_>>,
+    out: &mut B,
+) {
     match enc {
         Encoding::Json => {
             out.put(b"{\"op\":\"authed\",\"exp\":");
@@ -1456,7 +1461,9 @@ mod tests {
             decode_auth_json(r#"{"op":"auth"}"#).unwrap(),
             Err(WireError::MissingField("token"))
         );
-        assert!(decode_auth_json(r#"{"op":"auth","token":7}"#).unwrap().is_err());
+        assert!(decode_auth_json(r#"{"op":"auth","token":7}"#)
+            .unwrap()
+            .is_err());
         let mut bin = vec![OP_AUTH, FLAG_ID_NUM, 9];
         put_sized(&mut bin, b"x.y.z");
         let a = decode_auth_binary(&bin).unwrap().unwrap();

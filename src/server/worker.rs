@@ -221,11 +221,7 @@ impl WorkerInner {
     /// the request. The connection holds no slot of the limit; it reads and discards until
     /// the peer closes (so the answer is not lost to a reset) or `close_timeout`. At most
     /// [`MAX_REFUSING`] per worker linger like this; beyond that the socket is just closed.
-    fn refuse_at_accept(
-        &self,
-        stream: &monoio::net::TcpStream,
-        why: Refusal,
-    ) -> Option<Rc<Conn>> {
+    fn refuse_at_accept(&self, stream: &monoio::net::TcpStream, why: Refusal) -> Option<Rc<Conn>> {
         self.count_refusal(why);
         // Over TLS the answer would need a TLS handshake first: close at once instead.
         if self.refusing.get() >= MAX_REFUSING || self.set.tls.is_some() {

@@ -184,7 +184,12 @@ pub(crate) fn msg_len(msg: &Message<'_>) -> usize {
 
 impl PubSub {
     /// Apply the rate limits to a message from `conn`; `false` when it must not be handled.
-    pub(super) fn admit_message(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, len: usize) -> bool {
+    pub(super) fn admit_message(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        conn: ConnId,
+        msg: &Message<'_>,
+    ) -> bool {
         let rate = self.set.rate;
         if rate.msgs_per_sec == 0 && rate.bytes_per_sec == 0 {
             return true;
@@ -193,14 +198,18 @@ impl PubSub {
         let Some(st) = self.conns.get_mut(&conn.key).filter(|s| s.gen == conn.gen) else {
             return false;
         };
-        match st.access.check_rate(&rate, tick, len) {
+        match st.access.check_rate(&rate, tick, msg_len(msg)) {
             RateVerdict::Pass => true,
             RateVerdict::Drop { err } => {
                 self.stats.rate_limited.inc();
                 if err {
+                    let id = match msg {
+                        Message::Text(t) => wire::error_id_json(t),
+                        Message::Binary(b) => wire::error_id_binary(b),
+                    };
                     let f = frames::err(
                         st.enc,
-                        None,
+                        id.as_ref(),
                         "rate_limited",
                         "over this connection's message rate; messages are dropped",
                     );
@@ -219,7 +228,13 @@ impl PubSub {
     }
 
     /// Refuse an op on `topic` that the connection's token does not allow.
-    pub(super) fn forbid(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, id: Option<&Id<'_>>, what: &str) {
+    pub(super) fn forbid(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        conn: ConnId,
+        id: Option<&Id<'_>>,
+        what: &str,
+    ) {
         self.stats.forbidden.inc();
         let Some(enc) = self.conn_state(conn).map(|s| s.enc) else {
             return;
@@ -312,7 +327,9 @@ impl PubSub {
         }
         let now = unix_now();
         while let Some((at, id)) = self.expiry.pop_due(now) {
-            let Some(st) = self.conn_state(id) else { continue };
+            let Some(st) = self.conn_state(id) else {
+                continue;
+            };
             if st.access.deadline != Some(at) {
                 continue; // refreshed since
             }
@@ -370,7 +387,10 @@ mod tests {
         assert_eq!(a.check_rate(&rate, 0, 900), RateVerdict::Pass);
         assert_eq!(a.check_rate(&rate, 0, 200), RateVerdict::Drop { err: true });
         assert_eq!(a.check_rate(&rate, 2, 200), RateVerdict::Pass);
-        assert!(a.may_subscribe("x") && a.may_publish("y"), "no identity: auth off");
+        assert!(
+            a.may_subscribe("x") && a.may_publish("y"),
+            "no identity: auth off"
+        );
         let id = Identity {
             user: "u".into(),
             exp: Some(100),
