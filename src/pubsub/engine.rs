@@ -154,6 +154,9 @@ pub struct Settings {
     pub max_subscriptions: usize,
     /// Inbound message and byte rate limits per connection.
     pub rate: RateSettings,
+    /// Connections carry identities whose topic patterns are checked on `sub` and `pub`
+    /// (when false, the checks are skipped without a lookup).
+    pub auth_required: bool,
 }
 
 impl Settings {
@@ -941,9 +944,10 @@ impl PubSub {
                 since,
                 id: req_id,
             } => {
-                if !self
-                    .conn_state(id)
-                    .is_some_and(|s| s.access.may_subscribe(topic.as_str()))
+                if self.set.auth_required
+                    && !self
+                        .conn_state(id)
+                        .is_some_and(|s| s.access.may_subscribe(topic.as_str()))
                 {
                     return self.forbid(ctx, id, req_id.as_ref(), "subscribe to");
                 }
@@ -967,9 +971,10 @@ impl PubSub {
             }
             ClientOp::Pub {
                 topic, id: req_id, ..
-            } if !self
-                .conn_state(id)
-                .is_some_and(|s| s.access.may_publish(topic.as_str())) =>
+            } if self.set.auth_required
+                && !self
+                    .conn_state(id)
+                    .is_some_and(|s| s.access.may_publish(topic.as_str())) =>
             {
                 self.forbid(ctx, id, req_id.as_ref(), "publish to")
             }

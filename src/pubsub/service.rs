@@ -98,6 +98,7 @@ impl PubSubService {
                 bytes_per_sec: cfg.limits.max_bytes_per_sec as u64,
                 burst_ms: cfg.limits.rate_burst.as_millis() as u64,
             },
+            auth_required: cfg.auth.mode == crate::config::AuthMode::Required,
         };
         let stats_view = mesh.outboxes.stats();
         Arc::new(PubSubService {

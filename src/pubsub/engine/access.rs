@@ -69,6 +69,13 @@ pub(crate) struct Access {
     pub(crate) identity: Option<Arc<Identity>>,
     /// When the connection is closed unless it refreshes: `exp` + leeway, Unix seconds.
     pub(crate) deadline: Option<u64>,
+    /// Boxed, and only when a rate limit is set: most deployments pay 8 bytes for it.
+    rate: Option<Box<RateState>>,
+}
+
+/// The rate buckets of one connection and its recent drops.
+#[derive(Debug)]
+struct RateState {
     msgs: TokenBucket,
     bytes: TokenBucket,
     dropped: u32,
@@ -91,11 +98,15 @@ impl Access {
                 .and_then(|i| i.exp)
                 .map(|e| e.saturating_add(leeway)),
             identity,
-            msgs: TokenBucket::full(rate.msgs(), now_ms),
-            bytes: TokenBucket::full(rate.bytes(), now_ms),
-            dropped: 0,
-            last_drop_tick: 0,
-            last_err_tick: None,
+            rate: (rate.msgs_per_sec > 0 || rate.bytes_per_sec > 0).then(|| {
+                Box::new(RateState {
+                    msgs: TokenBucket::full(rate.msgs(), now_ms),
+                    bytes: TokenBucket::full(rate.bytes(), now_ms),
+                    dropped: 0,
+                    last_drop_tick: 0,
+                    last_err_tick: None,
+                })
+            }),
         }
     }
 
@@ -115,25 +126,28 @@ impl Access {
 
     /// Charge a message of `len` bytes arriving at `tick` to the buckets.
     pub(crate) fn check_rate(&mut self, rate: &RateSettings, tick: u64, len: usize) -> RateVerdict {
+        let Some(st) = self.rate.as_deref_mut() else {
+            return RateVerdict::Pass;
+        };
         let now_ms = tick * 100;
-        let ok = (rate.msgs_per_sec == 0 || self.msgs.take(rate.msgs(), now_ms, 1))
-            && (rate.bytes_per_sec == 0 || self.bytes.take(rate.bytes(), now_ms, len as u64));
+        let ok = (rate.msgs_per_sec == 0 || st.msgs.take(rate.msgs(), now_ms, 1))
+            && (rate.bytes_per_sec == 0 || st.bytes.take(rate.bytes(), now_ms, len as u64));
         if ok {
             return RateVerdict::Pass;
         }
-        if tick.saturating_sub(self.last_drop_tick) > TICKS_PER_SEC {
-            self.dropped = 0;
+        if tick.saturating_sub(st.last_drop_tick) > TICKS_PER_SEC {
+            st.dropped = 0;
         }
-        self.last_drop_tick = tick;
-        self.dropped += 1;
-        if self.dropped > RATE_DROPS_BEFORE_CLOSE {
+        st.last_drop_tick = tick;
+        st.dropped += 1;
+        if st.dropped > RATE_DROPS_BEFORE_CLOSE {
             return RateVerdict::Close;
         }
-        let err = self
+        let err = st
             .last_err_tick
             .map_or(true, |t| tick.saturating_sub(t) >= TICKS_PER_SEC);
         if err {
-            self.last_err_tick = Some(tick);
+            st.last_err_tick = Some(tick);
         }
         RateVerdict::Drop { err }
     }
