@@ -139,7 +139,12 @@ impl Inflater {
         Ok(())
     }
 
-    fn feed(&mut self, mut input: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<(), InflateError> {
+    fn feed(
+        &mut self,
+        mut input: &[u8],
+        limit: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), InflateError> {
         loop {
             if out.len() == out.capacity() {
                 // Grow by doubling, never past one byte over the limit (which proves too much).
@@ -197,9 +202,7 @@ mod tests {
         d.compress(b"Hello", &mut z).unwrap();
         assert_eq!(z, [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
         let mut out = Vec::new();
-        Inflater::new(15)
-            .inflate(&z, 100, true, &mut out)
-            .unwrap();
+        Inflater::new(15).inflate(&z, 100, true, &mut out).unwrap();
         assert_eq!(out, b"Hello");
     }
 
@@ -208,8 +211,13 @@ mod tests {
         // 7.2.3.2: the second "Hello" refers back into the first message's window.
         let mut i = Inflater::new(15);
         let mut out = Vec::new();
-        i.inflate(&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00], 100, false, &mut out)
-            .unwrap();
+        i.inflate(
+            &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00],
+            100,
+            false,
+            &mut out,
+        )
+        .unwrap();
         i.inflate(&[0xf2, 0x00, 0x11, 0x00, 0x00], 100, false, &mut out)
             .unwrap();
         assert_eq!(out, b"HelloHello");
@@ -221,7 +229,9 @@ mod tests {
         let mut out = Vec::new();
         Inflater::new(15)
             .inflate(
-                &[0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00],
+                &[
+                    0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00,
+                ],
                 100,
                 false,
                 &mut out,
@@ -230,13 +240,23 @@ mod tests {
         assert_eq!(out, b"Hello");
         let mut i = Inflater::new(15);
         let mut out = Vec::new();
-        i.inflate(&[0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00], 100, false, &mut out)
-            .unwrap();
+        i.inflate(
+            &[0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00],
+            100,
+            false,
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(out, b"Hello");
         // The next message starts a new stream.
         out.clear();
-        i.inflate(&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00], 100, false, &mut out)
-            .unwrap();
+        i.inflate(
+            &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00],
+            100,
+            false,
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(out, b"Hello");
     }
 
@@ -250,7 +270,9 @@ mod tests {
         Inflater::new(15).inflate(&z, 0, true, &mut out).unwrap();
         assert!(out.is_empty());
         // RFC 7692 7.2.3.6: a single 0x00 byte is an empty message too.
-        Inflater::new(15).inflate(&[0x00], 0, true, &mut out).unwrap();
+        Inflater::new(15)
+            .inflate(&[0x00], 0, true, &mut out)
+            .unwrap();
         assert!(out.is_empty());
     }
 
@@ -272,7 +294,9 @@ mod tests {
         let mut out = Vec::new();
         let mut z = Vec::new();
         d.compress(&big[..limit], &mut z).unwrap();
-        Inflater::new(15).inflate(&z, limit, true, &mut out).unwrap();
+        Inflater::new(15)
+            .inflate(&z, limit, true, &mut out)
+            .unwrap();
         assert_eq!(out.len(), limit);
     }
 
@@ -287,7 +311,9 @@ mod tests {
 
     #[test]
     fn narrow_windows_roundtrip() {
-        let msg: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8 ^ (i / 7) as u8).collect();
+        let msg: Vec<u8> = (0..200_000u32)
+            .map(|i| (i % 251) as u8 ^ (i / 7) as u8)
+            .collect();
         for bits in 9..=15 {
             let mut d = Deflater::new(6, bits);
             assert_eq!(d.window_bits(), bits);

@@ -614,7 +614,11 @@ mod tests {
             f[0] |= 0x40;
             let mut dec = Decoder::new(DecoderLimits::default());
             dec.set_rsv_allowed(0b100);
-            assert_eq!(dec.decode(&mut f), Err(ProtocolError::ReservedBits), "{op:?}");
+            assert_eq!(
+                dec.decode(&mut f),
+                Err(ProtocolError::ReservedBits),
+                "{op:?}"
+            );
         }
         let mut input = frame(OpCode::Text, false, b"a");
         input[0] |= 0x40;
@@ -623,7 +627,10 @@ mod tests {
         input.extend(cont);
         let mut dec = Decoder::new(DecoderLimits::default());
         dec.set_rsv_allowed(0b100);
-        assert_eq!(run(&mut dec, &input, 3).1, Some(ProtocolError::ReservedBits));
+        assert_eq!(
+            run(&mut dec, &input, 3).1,
+            Some(ProtocolError::ReservedBits)
+        );
         // Not negotiated: refused everywhere.
         let mut f = frame(OpCode::Text, true, b"x");
         f[0] |= 0x40;

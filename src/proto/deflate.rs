@@ -73,10 +73,18 @@ impl fmt::Display for DeflateParams {
             f.write_str("; client_no_context_takeover")?;
         }
         if self.answer_server_bits {
-            write!(f, "; server_max_window_bits={}", self.server_max_window_bits)?;
+            write!(
+                f,
+                "; server_max_window_bits={}",
+                self.server_max_window_bits
+            )?;
         }
         if self.answer_client_bits {
-            write!(f, "; client_max_window_bits={}", self.client_max_window_bits)?;
+            write!(
+                f,
+                "; client_max_window_bits={}",
+                self.client_max_window_bits
+            )?;
         }
         Ok(())
     }
@@ -463,8 +471,10 @@ mod tests {
     #[test]
     fn all_parameters_together_in_any_case_and_spacing() {
         let p = negotiate(
-            ["Permessage-Deflate ;SERVER_NO_CONTEXT_TAKEOVER;\tclient_no_context_takeover ; \
-              server_max_window_bits = 11; client_max_window_bits=\"1\\3\""],
+            [
+                "Permessage-Deflate ;SERVER_NO_CONTEXT_TAKEOVER;\tclient_no_context_takeover ; \
+              server_max_window_bits = 11; client_max_window_bits=\"1\\3\"",
+            ],
             &DeflatePolicy::default(),
         )
         .unwrap();
