@@ -72,7 +72,13 @@ fn bench_local_fanout(c: &mut Criterion) {
 /// A published JSON array of `n` quotes: the payload of a realistic market-data message.
 fn quotes(n: usize) -> String {
     let items: Vec<String> = (0..n)
-        .map(|i| format!(r#"{{"px":{}.5,"qty":0.{},"side":"buy"}}"#, 64_000 + i % 37, i % 9))
+        .map(|i| {
+            format!(
+                r#"{{"px":{}.5,"qty":0.{},"side":"buy"}}"#,
+                64_000 + i % 37,
+                i % 9
+            )
+        })
         .collect();
     format!("[{}]", items.join(","))
 }

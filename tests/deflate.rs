@@ -13,7 +13,8 @@ use corecast::{config::Driver, pubsub::PubSubService, Config, Server};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 
 const OFFER: &str = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n";
-const OFFER_NCT: &str = "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover\r\n";
+const OFFER_NCT: &str =
+    "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover\r\n";
 
 fn deflate_config(driver: Driver) -> Config {
     Config {
@@ -133,7 +134,10 @@ fn negotiated_answer_and_compressed_echo_with_context_takeover() {
                 .unwrap();
             let (op, compressed, body) = read_message(&mut s);
             assert_eq!(op, 0x1);
-            assert!(compressed, "{driver:?}: replies over the threshold are compressed");
+            assert!(
+                compressed,
+                "{driver:?}: replies over the threshold are compressed"
+            );
             assert_eq!(body, msg.as_bytes());
         }
         // Under the threshold (256 bytes): an uncompressed reply, even to a compressed message.
@@ -251,7 +255,11 @@ fn narrow_server_window_replies_inflate() {
         let mut out = Vec::with_capacity(msg.len() + 100);
         d.decompress_vec(&input, &mut out, FlushDecompress::Sync)
             .unwrap();
-        assert_eq!(out, msg.as_bytes(), "{driver:?}: decodable with a 512-byte window");
+        assert_eq!(
+            out,
+            msg.as_bytes(),
+            "{driver:?}: decodable with a 512-byte window"
+        );
     }
 }
 
@@ -275,7 +283,8 @@ fn rsv1_without_negotiation_closes_1002() {
         let srv = start_echo(deflate_config(driver));
         let (head, mut s) = upgrade(&srv, "");
         assert_eq!(extensions_header(&head), None);
-        s.write_all(&client_frame(0x2, true, 0b100, b"\x00")).unwrap();
+        s.write_all(&client_frame(0x2, true, 0b100, b"\x00"))
+            .unwrap();
         assert_eq!(read_close_frame(&mut s).0, 1002, "{driver:?}");
         // Without RSV1 the same client works.
         let (_, mut s) = upgrade(&srv, "");
@@ -334,12 +343,18 @@ fn bad_compressed_data_and_bad_inflated_utf8_close_1007() {
     for driver in drivers() {
         let srv = start_echo(deflate_config(driver));
         let (_, mut s) = upgrade(&srv, OFFER);
-        s.write_all(&client_frame(0x2, true, 0b100, &[0xff; 8])).unwrap();
+        s.write_all(&client_frame(0x2, true, 0b100, &[0xff; 8]))
+            .unwrap();
         assert_eq!(read_close_frame(&mut s).0, 1007, "{driver:?}: not deflate");
         let mut z = ClientDeflate::new(false);
         let (_, mut s) = upgrade(&srv, OFFER);
-        s.write_all(&client_frame(0x1, true, 0b100, &z.compress(b"ok \xc3\x28 no")))
-            .unwrap();
+        s.write_all(&client_frame(
+            0x1,
+            true,
+            0b100,
+            &z.compress(b"ok \xc3\x28 no"),
+        ))
+        .unwrap();
         assert_eq!(read_close_frame(&mut s).0, 1007, "{driver:?}: UTF-8");
         let st = srv.stats();
         assert_eq!(st.closed_inflate_error, 1, "{st:?}");

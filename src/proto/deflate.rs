@@ -191,8 +191,7 @@ fn flag(seen: &mut bool, value: Option<Value<'_>>) -> Result<(), OfferError> {
 /// A window size: 8..=15 in decimal without leading zeros, after unquoting.
 fn window_bits(v: Value<'_>) -> Result<u8, OfferError> {
     let mut n: u8 = 0;
-    let mut digits = 0;
-    for c in v.chars() {
+    for (digits, c) in v.chars().enumerate() {
         let d = match c {
             Some(c @ b'0'..=b'9') => c - b'0',
             _ => return Err(OfferError::InvalidValue),
@@ -201,7 +200,6 @@ fn window_bits(v: Value<'_>) -> Result<u8, OfferError> {
             return Err(OfferError::InvalidValue); // leading zero, or too long
         }
         n = n * 10 + d;
-        digits += 1;
     }
     if (MIN_WINDOW_BITS..=MAX_WINDOW_BITS).contains(&n) {
         Ok(n)
@@ -568,7 +566,7 @@ mod tests {
         prop_oneof![
             Just((0, "server_no_context_takeover".to_string())),
             Just((1, "client_no_context_takeover".to_string())),
-            (bits.clone(), quote.clone()).prop_map(|(b, q)| (
+            (bits.clone(), quote).prop_map(|(b, q)| (
                 2,
                 if q {
                     format!("server_max_window_bits=\"{b}\"")
