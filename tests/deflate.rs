@@ -328,7 +328,9 @@ fn zip_bomb_is_closed_with_1009_at_the_limit() {
         let (_, mut s) = upgrade(&srv, OFFER);
         s.write_all(&client_frame(0x2, true, 0b100, &bomb)).unwrap();
         assert_eq!(read_close_frame(&mut s).0, 1009, "{driver:?}");
-        assert_eq!(srv.stats().closed_inflate_limit, 1);
+        let st = srv.stats();
+        assert_eq!(st.closed_inflate_limit, 1, "{st:?}");
+        assert_eq!(st.protocol_errors, 0, "counted once, under its own reason");
         // A message that inflates to exactly the limit is fine.
         let (_, mut s) = upgrade(&srv, OFFER);
         let msg = vec![7u8; 64 * 1024];
@@ -358,6 +360,7 @@ fn bad_compressed_data_and_bad_inflated_utf8_close_1007() {
         assert_eq!(read_close_frame(&mut s).0, 1007, "{driver:?}: UTF-8");
         let st = srv.stats();
         assert_eq!(st.closed_inflate_error, 1, "{st:?}");
+        assert_eq!(st.protocol_errors, 1, "the UTF-8 one: {st:?}");
         // Binary is not validated.
         let (_, mut s) = upgrade(&srv, OFFER);
         s.write_all(&client_frame(0x2, true, 0b100, &z.compress(b"\xc3\x28")))

@@ -57,7 +57,8 @@ counters! {
     heartbeat_timeouts,
     /// Connections closed because the peer did not answer our close frame in time.
     close_timeouts,
-    /// Connections closed for a protocol violation (1002, 1007, 1009).
+    /// Connections closed for a protocol violation (1002, 1007, 1009), except the inflate
+    /// failures counted in `closed_inflate_limit` and `closed_inflate_error`.
     protocol_errors,
     /// Connections closed by the drain on shutdown.
     drained,

@@ -627,11 +627,11 @@ impl WorkerInner {
                 }
                 Err(InflateError::TooLarge) => {
                     self.stats.closed_inflate_limit.inc();
-                    self.fail(conn, ProtocolError::MessageTooLarge);
+                    self.close_on_error(conn, ProtocolError::MessageTooLarge);
                 }
                 Err(_) => {
                     self.stats.closed_inflate_error.inc();
-                    self.fail(conn, ProtocolError::InvalidCompressed);
+                    self.close_on_error(conn, ProtocolError::InvalidCompressed);
                 }
             });
     }
@@ -659,6 +659,12 @@ impl WorkerInner {
     /// A protocol violation: send the close code, then shut down once it is written.
     fn fail(&self, conn: &Conn, e: ProtocolError) {
         self.stats.protocol_errors.inc();
+        self.close_on_error(conn, e);
+    }
+
+    /// [`Self::fail`] without counting it in `protocol_errors` (the caller counts the close
+    /// under its own reason).
+    fn close_on_error(&self, conn: &Conn, e: ProtocolError) {
         tracing::debug!(
             worker = self.id,
             error = e.label(),
