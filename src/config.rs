@@ -1105,6 +1105,7 @@ mod tests {
             subprotocols: vec!["chat.v1".into(), "chat.v2".into()],
             log_format: LogFormat::Json,
             log_filter: "info,corecast::server=debug".into(),
+            permessage_deflate: true,
             ..Config::default()
         };
         assert_eq!(c, want);
@@ -1517,16 +1518,30 @@ mod tests {
             ("--log-filter", d.log_filter.clone()),
             ("--tls-cert", "none".into()),
             ("--tls-key", "none".into()),
+            ("--permessage-deflate", d.permessage_deflate.to_string()),
+            ("--deflate-threshold", d.deflate_threshold.to_string()),
+            ("--deflate-level", d.deflate_level.to_string()),
+            (
+                "--deflate-client-no-context-takeover",
+                d.deflate_client_no_context_takeover.to_string(),
+            ),
+            (
+                "--deflate-client-max-window-bits",
+                d.deflate_client_max_window_bits.to_string(),
+            ),
         ];
         let expect: Vec<(&str, String)> =
             expect.into_iter().chain(guard::help_defaults()).collect();
         assert_eq!(d.driver, Driver::Auto);
         assert_eq!(d.log_format, LogFormat::Text);
+        let lines: Vec<&str> = help.lines().collect();
         for (flag, default) in &expect {
-            let line = help
-                .lines()
-                .find(|l| l.trim_start().starts_with(&format!("{flag} ")))
+            let at = lines
+                .iter()
+                .position(|l| l.trim_start().starts_with(&format!("{flag} ")))
                 .unwrap_or_else(|| panic!("{flag} missing from --help:\n{help}"));
+            // clap puts the help text on the flag's line, or (when a flag is long) on the next.
+            let line = format!("{} {}", lines[at], lines.get(at + 1).unwrap_or(&""));
             assert!(
                 line.contains(&format!("[default: {default}]")),
                 "{flag} should state default {default}: {line}"
