@@ -1,12 +1,16 @@
 //! Criterion benchmarks of the publish path inside one worker: encoding a published message
 //! into its shared frame once (header and body in one `Bytes`), and the local fanout of that
 //! frame to 1,000 and 10,000 subscribers' send queues (one `offer` of a reference-counted
-//! clone each), followed by the writer's drain of every queue, as the worker does per wake.
+//! clone each), followed by the writer's drain of every queue, as the worker does per wake;
+//! and permessage-deflate's compress-once: one compression of a published frame (level 6,
+//! 15-bit window, fresh context) then the fanout of the compressed frame, and the inflate
+//! of a client message.
 
 use std::{io::IoSlice, time::Duration};
 
 use bytes::Bytes;
 use corecast::{
+    proto::compress::{Deflater, Inflater},
     pubsub::{frames, wire::Encoding, Payload, TopicName},
     queue::{ConflationKey, SendQueue, SlowPolicy},
 };
@@ -65,6 +69,72 @@ fn bench_local_fanout(c: &mut Criterion) {
     g.finish();
 }
 
+/// A published JSON array of `n` quotes: the payload of a realistic market-data message.
+fn quotes(n: usize) -> String {
+    let items: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                r#"{{"px":{}.5,"qty":0.{},"side":"buy"}}"#,
+                64_000 + i % 37,
+                i % 9
+            )
+        })
+        .collect();
+    format!("[{}]", items.join(","))
+}
+
+fn bench_deflate_once(c: &mut Criterion) {
+    let topic = TopicName::new("prices.BTC-USD").unwrap();
+    let mut g = c.benchmark_group("deflate_once");
+    let mut z = Deflater::new(6, 15);
+    for (name, n) in [("1k", 25usize), ("16k", 400)] {
+        let data = quotes(n);
+        let frame = frames::msg(Encoding::Json, topic, 1, 2, Payload::Json(&data));
+        g.throughput(Throughput::Bytes(frame.len() as u64));
+        g.bench_function(BenchmarkId::new("compress", name), |b| {
+            let mut out = Vec::with_capacity(frame.len());
+            b.iter(|| {
+                out.clear();
+                z.compress(black_box(&frame[4..]), &mut out).unwrap();
+                black_box(out.len())
+            })
+        });
+        let mut out = Vec::new();
+        z.compress(&frame[4..], &mut out).unwrap();
+        eprintln!(
+            "deflate_once/{name}: {} payload bytes compress to {} ({:.1}%)",
+            frame.len() - 4,
+            out.len(),
+            100.0 * out.len() as f64 / (frame.len() - 4) as f64
+        );
+        let mut inf = Inflater::new(15);
+        g.bench_function(BenchmarkId::new("inflate", name), |b| {
+            let mut plain = Vec::with_capacity(frame.len());
+            b.iter(|| {
+                plain.clear();
+                inf.inflate(black_box(&out), 1 << 20, true, &mut plain)
+                    .unwrap();
+                black_box(plain.len())
+            })
+        });
+    }
+    // Compress once, then share the compressed frame with 1,000 subscribers.
+    let data = quotes(25);
+    let frame = frames::msg(Encoding::Json, topic, 1, 2, Payload::Json(&data));
+    let mut queues: Vec<SendQueue> = (0..1_000).map(|_| SendQueue::new()).collect();
+    g.throughput(Throughput::Elements(1_000));
+    g.bench_function("compress_once_fanout_1000", |b| {
+        let mut out = Vec::with_capacity(frame.len());
+        b.iter(|| {
+            out.clear();
+            z.compress(&frame[4..], &mut out).unwrap();
+            let zipped = Bytes::copy_from_slice(&out);
+            fanout(&mut queues, &zipped, None)
+        })
+    });
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -75,6 +145,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = bench_encode_once, bench_local_fanout
+    targets = bench_encode_once, bench_local_fanout, bench_deflate_once
 }
 criterion_main!(benches);

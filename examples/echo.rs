@@ -1,8 +1,9 @@
 //! An echo server on corecast's embedding API, for conformance runs (Autobahn) and as the
 //! smallest example of a [`Handler`].
 //!
-//! `cargo run --release --example echo -- --listen 127.0.0.1:9001 [--driver epoll]`
-//! takes every flag the `corecast` binary takes.
+//! `cargo run --release --example echo -- --listen 127.0.0.1:9001 [--driver epoll]
+//! [--permessage-deflate]` takes every flag the `corecast` binary takes; with
+//! `--permessage-deflate` replies over `--deflate-threshold` go out compressed.
 
 use std::process::ExitCode;
 

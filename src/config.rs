@@ -118,6 +118,18 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Per-IP, per-user and per-connection limits (`[limits]`).
     pub limits: LimitsConfig,
+    /// Negotiate permessage-deflate (RFC 7692) with clients that offer it.
+    pub permessage_deflate: bool,
+    /// Messages smaller than this many bytes are sent uncompressed.
+    pub deflate_threshold: usize,
+    /// zlib compression level of the messages the server sends (1 fastest .. 9 smallest).
+    pub deflate_level: u32,
+    /// Ask every client to compress each message with a fresh context, so no connection
+    /// needs an inflater of its own.
+    pub deflate_client_no_context_takeover: bool,
+    /// Widest LZ77 window (9..=15 bits) a client may compress with, when it lets the server
+    /// choose; bounds the inflater memory of a connection that keeps its context.
+    pub deflate_client_max_window_bits: u8,
 }
 
 impl Default for Config {
@@ -155,6 +167,11 @@ impl Default for Config {
             tls_key: None,
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
+            permessage_deflate: false,
+            deflate_threshold: 256,
+            deflate_level: 6,
+            deflate_client_no_context_takeover: false,
+            deflate_client_max_window_bits: 15,
         }
     }
 }
@@ -362,6 +379,24 @@ impl Config {
                 message: format!("got none while {other} is set; allowed: both or neither"),
             });
         }
+        check(
+            self.deflate_threshold <= GIB,
+            "deflate_threshold",
+            Size(self.deflate_threshold),
+            "at most 1GiB",
+        )?;
+        check(
+            (1..=9).contains(&self.deflate_level),
+            "deflate_level",
+            self.deflate_level,
+            "1 (fastest) to 9 (smallest)",
+        )?;
+        check(
+            (9..=15).contains(&self.deflate_client_max_window_bits),
+            "deflate_client_max_window_bits",
+            self.deflate_client_max_window_bits,
+            "9 to 15",
+        )?;
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log_filter) {
             return Err(ConfigError::Invalid {
                 field: "log_filter",
@@ -502,6 +537,22 @@ pub struct Cli {
     /// Authentication, origin and limit flags.
     #[command(flatten)]
     pub guard: GuardCli,
+    /// Negotiate permessage-deflate; the flag alone means true [default: false] [env: CORECAST_PERMESSAGE_DEFLATE]
+    #[arg(long, value_name = "BOOL", value_parser = parse_bool, action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    pub permessage_deflate: Option<bool>,
+    /// Messages under this size are sent uncompressed [default: 256] [env: CORECAST_DEFLATE_THRESHOLD]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub deflate_threshold: Option<usize>,
+    /// Compression level, 1..=9 [default: 6] [env: CORECAST_DEFLATE_LEVEL]
+    #[arg(long, value_name = "N")]
+    pub deflate_level: Option<u32>,
+    /// Ask clients to compress without context takeover [default: false] [env: CORECAST_DEFLATE_CLIENT_NO_CONTEXT_TAKEOVER]
+    #[arg(long, value_name = "BOOL", value_parser = parse_bool, action = ArgAction::Set)]
+    pub deflate_client_no_context_takeover: Option<bool>,
+    /// Widest client window in bits, 9..=15 [default: 15] [env: CORECAST_DEFLATE_CLIENT_MAX_WINDOW_BITS]
+    #[arg(long, value_name = "BITS")]
+    pub deflate_client_max_window_bits: Option<u8>,
 }
 
 /// The TOML file's shape: every key optional, unknown keys rejected.
@@ -539,6 +590,11 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     auth: Option<guard::FileAuth>,
     limits: Option<guard::FileLimits>,
+    permessage_deflate: Option<bool>,
+    deflate_threshold: Option<FileSize>,
+    deflate_level: Option<u32>,
+    deflate_client_no_context_takeover: Option<bool>,
+    deflate_client_max_window_bits: Option<u8>,
 }
 
 /// A TOML duration: a string `parse_duration` accepts, or an integer number of seconds.
@@ -643,7 +699,9 @@ fn overlay_toml(s: &str, mut base: Config) -> Result<Config, String> {
         max_connections, max_handshake_bytes, max_frame_bytes, max_message_bytes,
         send_buffer_bytes, ping_interval, pong_timeout, handshake_timeout, close_timeout,
         drain_window, subprotocols, history_len, history_max_age, slow_consumer, drop_topics,
-        inbox_capacity, tcp_nodelay, log_format, log_filter, tls_cert, tls_key,
+        inbox_capacity, tcp_nodelay, log_format, log_filter, tls_cert, tls_key, permessage_deflate,
+        deflate_threshold, deflate_level, deflate_client_no_context_takeover,
+        deflate_client_max_window_bits,
     );
     guard::overlay_file(&mut base.auth, &mut base.limits, file.auth, file.limits);
     Ok(base)
@@ -747,6 +805,11 @@ fn overlay_env(
         log_filter => |s| Ok(s.to_string()),
         tls_cert => |s| Ok(Some(PathBuf::from(s))),
         tls_key => |s| Ok(Some(PathBuf::from(s))),
+        permessage_deflate => parse_bool,
+        deflate_threshold => parse_size,
+        deflate_level => parse_from_str::<u32>,
+        deflate_client_no_context_takeover => parse_bool,
+        deflate_client_max_window_bits => parse_from_str::<u8>,
     }
     guard::overlay_env(&mut config.auth, &mut config.limits, env)?;
     Ok(())
@@ -759,7 +822,8 @@ fn overlay_cli(config: &mut Config, cli: Cli) {
         max_connections, max_handshake_bytes, max_frame_bytes, max_message_bytes,
         send_buffer_bytes, ping_interval, pong_timeout, handshake_timeout, close_timeout,
         drain_window, history_len, history_max_age, slow_consumer, drop_topics, inbox_capacity,
-        tcp_nodelay, log_format, log_filter, tls_cert, tls_key,
+        tcp_nodelay, log_format, log_filter, tls_cert, tls_key, permessage_deflate, deflate_threshold, deflate_level,
+        deflate_client_no_context_takeover, deflate_client_max_window_bits,
     );
     if let Some(names) = cli.subprotocol {
         config.subprotocols = names;
@@ -1041,6 +1105,7 @@ mod tests {
             subprotocols: vec!["chat.v1".into(), "chat.v2".into()],
             log_format: LogFormat::Json,
             log_filter: "info,corecast::server=debug".into(),
+            permessage_deflate: true,
             ..Config::default()
         };
         assert_eq!(c, want);
@@ -1183,6 +1248,11 @@ mod tests {
                 ("CORECAST_ADMIN_TOKEN_FILE", "/etc/corecast/admin.token"),
                 ("CORECAST_TLS_CERT", "/etc/c.pem"),
                 ("CORECAST_TLS_KEY", "/etc/k.pem"),
+                ("CORECAST_PERMESSAGE_DEFLATE", "yes"),
+                ("CORECAST_DEFLATE_THRESHOLD", "1KiB"),
+                ("CORECAST_DEFLATE_LEVEL", "1"),
+                ("CORECAST_DEFLATE_CLIENT_NO_CONTEXT_TAKEOVER", "true"),
+                ("CORECAST_DEFLATE_CLIENT_MAX_WINDOW_BITS", "10"),
             ],
         )
         .unwrap();
@@ -1217,6 +1287,11 @@ mod tests {
             config_file: None,
             tls_cert: Some("/etc/c.pem".into()),
             tls_key: Some("/etc/k.pem".into()),
+            permessage_deflate: true,
+            deflate_threshold: 1024,
+            deflate_level: 1,
+            deflate_client_no_context_takeover: true,
+            deflate_client_max_window_bits: 10,
             ..Config::default()
         };
         assert_eq!(c, want);
@@ -1319,6 +1394,51 @@ mod tests {
     }
 
     #[test]
+    fn deflate_settings_default_flag_file_and_ranges() {
+        let c = resolve_with(&[], &[]).unwrap();
+        assert!(!c.permessage_deflate, "off by default");
+        assert_eq!(c.deflate_threshold, 256);
+        // The bare flag means true (the echo example's `--permessage-deflate`).
+        let c = resolve_with(&["--permessage-deflate", "--deflate-level=9"], &[]).unwrap();
+        assert!(c.permessage_deflate);
+        assert_eq!(c.deflate_level, 9);
+        let c = resolve_with(&["--permessage-deflate=false"], &[]).unwrap();
+        assert!(!c.permessage_deflate);
+        let c = resolve_with(
+            &[
+                "--deflate-threshold=0",
+                "--deflate-client-no-context-takeover=yes",
+                "--deflate-client-max-window-bits=9",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.deflate_threshold, 0);
+        assert!(c.deflate_client_no_context_takeover);
+        assert_eq!(c.deflate_client_max_window_bits, 9);
+        let f = toml_file("permessage_deflate = true\ndeflate_threshold = \"4KiB\"\n");
+        let c = resolve_with(&["--config", f.path().to_str().unwrap()], &[]).unwrap();
+        assert!(c.permessage_deflate);
+        assert_eq!(c.deflate_threshold, 4096);
+        for (flag, field) in [
+            ("--deflate-level=0", "deflate_level"),
+            ("--deflate-level=10", "deflate_level"),
+            (
+                "--deflate-client-max-window-bits=8",
+                "deflate_client_max_window_bits",
+            ),
+            (
+                "--deflate-client-max-window-bits=16",
+                "deflate_client_max_window_bits",
+            ),
+            ("--deflate-threshold=2GiB", "deflate_threshold"),
+        ] {
+            let (f, _) = invalid_field(resolve_with(&[flag], &[]));
+            assert_eq!(f, field, "{flag}");
+        }
+    }
+
+    #[test]
     fn json_logs_shorthand() {
         let c = resolve_with(&["--json-logs"], &[("CORECAST_LOG_FORMAT", "text")]).unwrap();
         assert_eq!(c.log_format, LogFormat::Json);
@@ -1398,16 +1518,30 @@ mod tests {
             ("--log-filter", d.log_filter.clone()),
             ("--tls-cert", "none".into()),
             ("--tls-key", "none".into()),
+            ("--permessage-deflate", d.permessage_deflate.to_string()),
+            ("--deflate-threshold", d.deflate_threshold.to_string()),
+            ("--deflate-level", d.deflate_level.to_string()),
+            (
+                "--deflate-client-no-context-takeover",
+                d.deflate_client_no_context_takeover.to_string(),
+            ),
+            (
+                "--deflate-client-max-window-bits",
+                d.deflate_client_max_window_bits.to_string(),
+            ),
         ];
         let expect: Vec<(&str, String)> =
             expect.into_iter().chain(guard::help_defaults()).collect();
         assert_eq!(d.driver, Driver::Auto);
         assert_eq!(d.log_format, LogFormat::Text);
+        let lines: Vec<&str> = help.lines().collect();
         for (flag, default) in &expect {
-            let line = help
-                .lines()
-                .find(|l| l.trim_start().starts_with(&format!("{flag} ")))
+            let at = lines
+                .iter()
+                .position(|l| l.trim_start().starts_with(&format!("{flag} ")))
                 .unwrap_or_else(|| panic!("{flag} missing from --help:\n{help}"));
+            // clap puts the help text on the flag's line, or (when a flag is long) on the next.
+            let line = format!("{} {}", lines[at], lines.get(at + 1).unwrap_or(&""));
             assert!(
                 line.contains(&format!("[default: {default}]")),
                 "{flag} should state default {default}: {line}"

@@ -67,11 +67,17 @@ pub struct Decoder {
     /// UTF-8 state of the text message under way (a code point may straddle fragments).
     utf8: Utf8Validator,
     rsv_allowed: u8,
-    /// A fragmented message is under way.
-    in_message: bool,
-    /// The message under way is text to validate (not binary, not compressed).
-    msg_text: bool,
+    /// The message state: [`IN_MESSAGE`], [`MSG_TEXT`], [`COMPRESSED`] (one byte keeps the
+    /// decoder at 48 bytes, and it lives in every connection).
+    flags: u8,
 }
+
+/// A fragmented message is under way.
+const IN_MESSAGE: u8 = 1;
+/// The message under way is text to validate (not binary, not compressed).
+const MSG_TEXT: u8 = 2;
+/// The current (or last) message had RSV1 set on its first frame: permessage-deflate.
+const COMPRESSED: u8 = 4;
 
 impl Decoder {
     /// A decoder enforcing `limits`, with no RSV bits allowed.
@@ -83,17 +89,36 @@ impl Decoder {
             frame_len: 0,
             utf8: Utf8Validator::new(),
             rsv_allowed: 0,
-            in_message: false,
-            msg_text: false,
+            flags: 0,
         }
     }
 
     /// Allow the RSV bits (low three bits, RSV1 = 0b100) that a negotiated extension claimed.
     ///
     /// A text message whose first frame has RSV1 set is compressed: its payload is not UTF-8
-    /// validated here, the extension validates it after inflating.
+    /// validated here, the extension validates it after inflating. RSV1 (permessage-deflate,
+    /// RFC 7692 6.1) is only ever legal on the first frame of a data message: on a control or
+    /// continuation frame it fails with [`ProtocolError::ReservedBits`] (1002).
     pub fn set_rsv_allowed(&mut self, rsv: u8) {
         self.rsv_allowed = rsv & 0b111;
+    }
+
+    /// Whether the current message (or the last one, once complete) had RSV1 set on its first
+    /// frame, i.e. is compressed with permessage-deflate.
+    pub fn message_compressed(&self) -> bool {
+        self.flags & COMPRESSED != 0
+    }
+
+    fn flag(&self, f: u8) -> bool {
+        self.flags & f != 0
+    }
+
+    fn set_flag(&mut self, f: u8, on: bool) {
+        if on {
+            self.flags |= f;
+        } else {
+            self.flags &= !f;
+        }
     }
 
     /// Decode one frame from the start of `buf`, unmasking its payload in place.
@@ -133,7 +158,7 @@ impl Decoder {
 
         let text = match head.opcode {
             OpCode::Text => head.rsv & 0b100 == 0,
-            OpCode::Continuation => self.msg_text,
+            OpCode::Continuation => self.flag(MSG_TEXT),
             _ => false,
         };
         if head.opcode == OpCode::Text && self.progress == 0 {
@@ -162,18 +187,20 @@ impl Decoder {
         let payload = buf.get(header_len..frame_len).unwrap_or_default();
         let decoded = match head.opcode {
             OpCode::Text | OpCode::Binary | OpCode::Continuation => {
+                if head.opcode != OpCode::Continuation {
+                    self.set_flag(COMPRESSED, head.rsv & 0b100 != 0);
+                }
                 if head.fin {
                     if text {
                         self.utf8.finish()?;
                     }
-                    self.in_message = false;
-                    self.msg_text = false;
+                    self.set_flag(IN_MESSAGE | MSG_TEXT, false);
                     self.msg_len = 0;
                 } else if head.opcode == OpCode::Continuation {
                     self.msg_len = self.msg_len.saturating_add(payload_len);
                 } else {
-                    self.in_message = true;
-                    self.msg_text = text;
+                    self.set_flag(IN_MESSAGE, true);
+                    self.set_flag(MSG_TEXT, text);
                     self.msg_len = payload_len;
                 }
                 Decoded::Data {
@@ -194,10 +221,14 @@ impl Decoder {
         if head.rsv & !self.rsv_allowed != 0 {
             return Err(ProtocolError::ReservedBits);
         }
+        let control = head.opcode.is_control();
+        if head.rsv & 0b100 != 0 && (control || head.opcode == OpCode::Continuation) {
+            // RSV1 marks a compressed message on its first frame only (RFC 7692 6.1).
+            return Err(ProtocolError::ReservedBits);
+        }
         if !head.masked {
             return Err(ProtocolError::UnmaskedFrame);
         }
-        let control = head.opcode.is_control();
         if control {
             if !head.fin {
                 return Err(ProtocolError::FragmentedControl);
@@ -206,10 +237,10 @@ impl Decoder {
                 return Err(ProtocolError::ControlTooLong);
             }
         } else if head.opcode == OpCode::Continuation {
-            if !self.in_message {
+            if !self.flag(IN_MESSAGE) {
                 return Err(ProtocolError::UnexpectedContinuation);
             }
-        } else if self.in_message {
+        } else if self.flag(IN_MESSAGE) {
             return Err(ProtocolError::ExpectedContinuation);
         }
         let len = usize::try_from(head.payload_len)
@@ -217,7 +248,11 @@ impl Decoder {
             .filter(|&n| n <= self.limits.max_frame)
             .ok_or(ProtocolError::FrameTooLarge)?;
         if !control {
-            let before = if self.in_message { self.msg_len } else { 0 };
+            let before = if self.flag(IN_MESSAGE) {
+                self.msg_len
+            } else {
+                0
+            };
             match before.checked_add(len) {
                 Some(total) if total <= self.limits.max_message => {}
                 _ => return Err(ProtocolError::MessageTooLarge),
@@ -234,7 +269,7 @@ impl Decoder {
 
     /// Whether a fragmented message is under way.
     pub fn in_message(&self) -> bool {
-        self.in_message
+        self.flag(IN_MESSAGE)
     }
 }
 
@@ -317,7 +352,7 @@ mod tests {
             "{}",
             std::mem::size_of::<Decoder>()
         );
-        // 48 bytes on 64-bit targets: limits 16, three lengths 24, UTF-8 state 5, flags 3.
+        // 48 bytes on 64-bit targets: limits 16, three lengths 24, UTF-8 state 5, RSV and flags 2.
         #[cfg(target_pointer_width = "64")]
         assert_eq!(std::mem::size_of::<Decoder>(), 48);
     }
@@ -555,6 +590,51 @@ mod tests {
         let mut dec = Decoder::new(DecoderLimits::default());
         dec.set_rsv_allowed(0b100);
         assert_eq!(dec.decode(&mut rsv2), Err(ProtocolError::ReservedBits));
+    }
+
+    #[test]
+    fn rsv1_only_on_the_first_frame_of_a_data_message() {
+        let mut dec = Decoder::new(DecoderLimits::default());
+        dec.set_rsv_allowed(0b100);
+        // Allowed: first frame of text and binary, fragmented or not.
+        let mut input = frame(OpCode::Text, false, b"a");
+        input[0] |= 0x40;
+        input.extend(frame(OpCode::Continuation, true, b"b"));
+        let mut bin = frame(OpCode::Binary, true, b"c");
+        bin[0] |= 0x40;
+        input.extend(bin);
+        assert_eq!(run(&mut dec, &input, 1).1, None);
+        assert!(dec.message_compressed());
+        let mut plain = frame(OpCode::Binary, true, b"d");
+        dec.decode(&mut plain).unwrap().unwrap();
+        assert!(!dec.message_compressed());
+        // Refused on control frames and on continuations, even when negotiated.
+        for op in [OpCode::Ping, OpCode::Pong, OpCode::Close] {
+            let mut f = frame(op, true, b"");
+            f[0] |= 0x40;
+            let mut dec = Decoder::new(DecoderLimits::default());
+            dec.set_rsv_allowed(0b100);
+            assert_eq!(
+                dec.decode(&mut f),
+                Err(ProtocolError::ReservedBits),
+                "{op:?}"
+            );
+        }
+        let mut input = frame(OpCode::Text, false, b"a");
+        input[0] |= 0x40;
+        let mut cont = frame(OpCode::Continuation, true, b"b");
+        cont[0] |= 0x40;
+        input.extend(cont);
+        let mut dec = Decoder::new(DecoderLimits::default());
+        dec.set_rsv_allowed(0b100);
+        assert_eq!(
+            run(&mut dec, &input, 3).1,
+            Some(ProtocolError::ReservedBits)
+        );
+        // Not negotiated: refused everywhere.
+        let mut f = frame(OpCode::Text, true, b"x");
+        f[0] |= 0x40;
+        assert_eq!(first_error(&f), Some(ProtocolError::ReservedBits));
     }
 
     #[test]

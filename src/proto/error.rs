@@ -47,13 +47,18 @@ pub enum ProtocolError {
     /// A close frame with a code that may not be sent on the wire (7.4).
     #[error("invalid close code {0}")]
     InvalidCloseCode(u16),
+    /// A permessage-deflate message whose payload does not inflate (RFC 7692 6.2).
+    #[error("invalid compressed data")]
+    InvalidCompressed,
 }
 
 impl ProtocolError {
     /// The close code to send for this violation.
     pub fn close_code(&self) -> CloseCode {
         match self {
-            ProtocolError::InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
+            ProtocolError::InvalidUtf8 | ProtocolError::InvalidCompressed => {
+                CloseCode::INVALID_PAYLOAD
+            }
             ProtocolError::FrameTooLarge | ProtocolError::MessageTooLarge => CloseCode::TOO_BIG,
             ProtocolError::UnmaskedFrame
             | ProtocolError::ReservedBits
@@ -84,6 +89,7 @@ impl ProtocolError {
             ProtocolError::InvalidUtf8 => "invalid UTF-8",
             ProtocolError::InvalidClosePayload => "invalid close payload",
             ProtocolError::InvalidCloseCode(_) => "invalid close code",
+            ProtocolError::InvalidCompressed => "invalid compressed data",
         }
     }
 
@@ -103,6 +109,7 @@ impl ProtocolError {
             ProtocolError::InvalidUtf8 => "invalid_utf8",
             ProtocolError::InvalidClosePayload => "invalid_close_payload",
             ProtocolError::InvalidCloseCode(_) => "invalid_close_code",
+            ProtocolError::InvalidCompressed => "invalid_compressed",
         }
     }
 }
@@ -111,7 +118,7 @@ impl ProtocolError {
 mod tests {
     use super::*;
 
-    const ALL: [ProtocolError; 13] = [
+    const ALL: [ProtocolError; 14] = [
         ProtocolError::UnmaskedFrame,
         ProtocolError::ReservedBits,
         ProtocolError::UnknownOpcode(3),
@@ -125,13 +132,14 @@ mod tests {
         ProtocolError::InvalidUtf8,
         ProtocolError::InvalidClosePayload,
         ProtocolError::InvalidCloseCode(1005),
+        ProtocolError::InvalidCompressed,
     ];
 
     #[test]
     fn close_code_per_variant() {
         for e in ALL {
             let expected = match e {
-                ProtocolError::InvalidUtf8 => 1007,
+                ProtocolError::InvalidUtf8 | ProtocolError::InvalidCompressed => 1007,
                 ProtocolError::FrameTooLarge | ProtocolError::MessageTooLarge => 1009,
                 _ => 1002,
             };

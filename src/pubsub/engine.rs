@@ -1040,13 +1040,19 @@ impl PubSub {
     }
 }
 
-/// Offer a message's frame to every local subscriber of `t`: a reference count each.
+/// Offer a message's frame to every local subscriber of `t`: a reference count each (the
+/// compressed variant for subscribers that negotiated permessage-deflate, made once).
 /// Returns whether there was any.
 fn fan_out(ctx: &mut Ctx<'_>, t: &Topic, frames: &Frames, key: Option<u64>) -> bool {
     let key = key.map(|k| ConflationKey::new(t.gen, k));
+    let mut deflated = frames::Deflated::default();
     for (_, sub) in t.subs.iter() {
         if let Some(frame) = frames.get(sub.enc) {
-            let _ = ctx.offer(&sub.conn, frame.clone(), key, t.policy);
+            let frame = match sub.conn.deflate_window() {
+                None => frame.clone(),
+                Some(bits) => deflated.get(ctx, sub.enc, bits, frame),
+            };
+            let _ = ctx.offer(&sub.conn, frame, key, t.policy);
         }
     }
     !t.subs.is_empty()

@@ -7,7 +7,10 @@ use super::{
     wire::{self, Encoding, Id, Payload, WireError},
     TopicName,
 };
-use crate::proto::{encode_header, OpCode};
+use crate::{
+    proto::{encode_header, OpCode},
+    server::Ctx,
+};
 
 /// Largest header of an unmasked server frame.
 const MAX_HEAD: usize = 10;
@@ -25,6 +28,29 @@ impl Frames {
     /// Set the frame for `enc`.
     pub fn set(&mut self, enc: Encoding, frame: Bytes) {
         self.0[index(enc)] = Some(frame);
+    }
+}
+
+/// The permessage-deflate variants of one message's frames, made on first need: one per
+/// (encoding, server window), shared by every subscriber that negotiated that window. Empty
+/// (no allocation) while no subscriber compresses.
+#[derive(Debug, Default)]
+pub struct Deflated(Vec<(Encoding, u8, Option<Bytes>)>);
+
+impl Deflated {
+    /// The frame to send to a subscriber with encoding `enc` and server window `bits`: the
+    /// compressed variant of `plain`, or `plain` itself when compressing does not pay
+    /// (under the threshold, or no smaller).
+    pub fn get(&mut self, ctx: &mut Ctx<'_>, enc: Encoding, bits: u8, plain: &Bytes) -> Bytes {
+        let z = match self.0.iter().find(|(e, b, _)| *e == enc && *b == bits) {
+            Some((_, _, z)) => z.clone(),
+            None => {
+                let z = ctx.deflate_frame(plain, bits);
+                self.0.push((enc, bits, z.clone()));
+                z
+            }
+        };
+        z.unwrap_or_else(|| plain.clone())
     }
 }
 

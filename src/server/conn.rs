@@ -79,6 +79,8 @@ pub(crate) struct Conn {
     /// A fragmented message being assembled, and its opcode.
     pub(crate) msg: RefCell<Vec<u8>>,
     pub(crate) msg_op: Cell<OpCode>,
+    /// permessage-deflate parameters and inflater (empty unless negotiated).
+    pub(crate) deflate: super::deflate::ConnDeflate,
     /// Wakes the task when its wait set changes (blocked write, forced close).
     kicked: Cell<bool>,
     waker: Cell<Option<Waker>>,
@@ -115,6 +117,7 @@ impl Conn {
             rbuf: RefCell::new(Vec::new()),
             msg: RefCell::new(Vec::new()),
             msg_op: Cell::new(OpCode::Binary),
+            deflate: Default::default(),
             kicked: Cell::new(false),
             waker: Cell::new(None),
             tls: None,

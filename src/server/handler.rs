@@ -34,6 +34,13 @@ impl ConnRef {
             gen: self.0.gen,
         }
     }
+
+    /// The window (bits) the server compresses with for this connection if it negotiated
+    /// permessage-deflate: connections with the same value share one compressed frame
+    /// (see [`Ctx::deflate_frame`]).
+    pub fn deflate_window(&self) -> Option<u8> {
+        self.0.deflate.params().map(|p| p.server_max_window_bits)
+    }
 }
 
 impl std::fmt::Debug for ConnRef {
@@ -213,6 +220,22 @@ impl Ctx<'_> {
     /// whose token is not refreshed should be closed at `exp` plus this.
     pub fn token_leeway(&self) -> u64 {
         self.w.set.guard.leeway()
+    }
+
+    /// Whether this server negotiates permessage-deflate at all.
+    pub fn deflate_enabled(&self) -> bool {
+        self.w.deflate.enabled()
+    }
+
+    /// The compressed (RSV1) variant of a shared frame made by [`crate::server::encode_shared`]
+    /// (or any unfragmented, unmasked text or binary frame), for connections whose
+    /// [`ConnRef::deflate_window`] is `window_bits`. `None`: send the frame as it is (deflate
+    /// off, payload under `deflate_threshold`, or compression would not make it smaller).
+    /// Compress once, then offer the result to every such connection.
+    pub fn deflate_frame(&mut self, frame: &Bytes, window_bits: u8) -> Option<Bytes> {
+        let z = self.w.deflate.recompress(frame, window_bits)?;
+        self.w.stats.messages_deflated.inc();
+        Some(z)
     }
 
     /// Bytes queued for `conn` and not yet written, or `None` if it is gone.

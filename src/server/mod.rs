@@ -6,6 +6,7 @@
 
 mod bell;
 mod conn;
+mod deflate;
 mod handler;
 mod io;
 pub mod limits;

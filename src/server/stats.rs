@@ -57,7 +57,8 @@ counters! {
     heartbeat_timeouts,
     /// Connections closed because the peer did not answer our close frame in time.
     close_timeouts,
-    /// Connections closed for a protocol violation (1002, 1007, 1009).
+    /// Connections closed for a protocol violation (1002, 1007, 1009), except the inflate
+    /// failures counted in `closed_inflate_limit` and `closed_inflate_error`.
     protocol_errors,
     /// Connections closed by the drain on shutdown.
     drained,
@@ -98,6 +99,16 @@ counters! {
     rejected_token_expired,
     /// Handshakes refused with 429: the user has `max_connections_per_user` open.
     rejected_user_limit,
+    /// Connections that negotiated permessage-deflate.
+    deflate_negotiated,
+    /// Messages compressed for sending (a frame shared by many connections counts once).
+    messages_deflated,
+    /// Compressed messages received and inflated.
+    messages_inflated,
+    /// Connections closed with 1009 because a compressed message inflated past `max_message_bytes`.
+    closed_inflate_limit,
+    /// Connections closed with 1007 because a compressed message did not inflate.
+    closed_inflate_error,
 }
 
 /// A counter with a single writer.

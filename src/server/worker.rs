@@ -18,6 +18,7 @@ use slab::Slab;
 use super::{
     bell::Bell,
     conn::{self, AfterFlush, Conn, Phase},
+    deflate::{DeflateSettings, WorkerDeflate},
     handler::{
         ConnId, Ctx, Handler, HandshakeHook, HookDecision, Message, OpenInfo, SendError, Wakeup,
     },
@@ -30,6 +31,7 @@ use crate::{
     config::Config,
     guard::{Admission, Guard, Refusal},
     proto::{
+        compress::InflateError,
         encode_close, encode_frame, encoded_len,
         handshake::{self, HandshakeLimits},
         CloseCode, Decoded, Decoder, DecoderLimits, OpCode, ProtocolError,
@@ -69,6 +71,7 @@ pub(crate) struct WorkerSettings {
     pub(crate) nodelay: bool,
     /// The TLS config of a wss:// listener; `None` for plain ws://.
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    pub(crate) deflate: Option<DeflateSettings>,
 }
 
 impl WorkerSettings {
@@ -91,6 +94,7 @@ impl WorkerSettings {
             subprotocols: cfg.subprotocols.clone(),
             nodelay: cfg.tcp_nodelay,
             tls: None,
+            deflate: DeflateSettings::from_config(cfg),
         }
     }
 }
@@ -115,6 +119,8 @@ pub(crate) struct WorkerInner {
     wake_hook: bool,
     /// Refused connections still sending their HTTP answer (see `refuse_at_accept`).
     refusing: Cell<usize>,
+    /// permessage-deflate: the worker's compressors and inflater.
+    pub(crate) deflate: WorkerDeflate,
 }
 
 impl WorkerInner {
@@ -130,6 +136,7 @@ impl WorkerInner {
         WorkerInner {
             wake_hook: wakeup.is_some(),
             wakeup: RefCell::new(wakeup),
+            deflate: WorkerDeflate::new(set.deflate),
             id,
             set,
             conns: RefCell::new(Slab::new()),
@@ -311,6 +318,7 @@ impl WorkerInner {
         drop(conn.admission.borrow_mut().take());
         self.stats.connections.dec();
         self.stats.closed.inc();
+        conn.deflate.release();
         self.stats
             .queued_bytes
             .shift(-(conn.accounted.replace(0) as i64));
@@ -506,8 +514,15 @@ impl WorkerInner {
             a.identity = admitted.identity;
         }
         let protocol = handshake::select_protocol(req.protocols(), &self.set.subprotocols);
+        let pmd = self.deflate.negotiate(&req);
+        let pmd_answer = pmd.map(|p| p.to_string());
         let mut out = Vec::with_capacity(160);
-        handshake::write_accept(req.key, protocol, None, &mut out);
+        handshake::write_accept(req.key, protocol, pmd_answer.as_deref(), &mut out);
+        if let Some(params) = pmd {
+            self.deflate.attach(conn, params);
+            conn.decoder.borrow_mut().set_rsv_allowed(0b100);
+            self.stats.deflate_negotiated.inc();
+        }
         conn.queue.borrow_mut().push_data(Bytes::from(out));
         // Answer now and hand the queue's memory back: most connections then sit idle.
         self.flush(conn);
@@ -558,7 +573,7 @@ impl WorkerInner {
                     return; // data after our close frame is ignored
                 }
                 if opcode != OpCode::Continuation && fin {
-                    self.deliver(conn, opcode, payload);
+                    self.deliver_data(conn, opcode, payload);
                     return;
                 }
                 let mut msg = conn.msg.borrow_mut();
@@ -570,7 +585,7 @@ impl WorkerInner {
                 if fin {
                     let whole = std::mem::take(&mut *msg);
                     drop(msg);
-                    self.deliver(conn, conn.msg_op.get(), &whole);
+                    self.deliver_data(conn, conn.msg_op.get(), &whole);
                 }
             }
             Decoded::Ping(payload) => {
@@ -598,12 +613,35 @@ impl WorkerInner {
         }
     }
 
+    /// A complete message: inflate it first if it is compressed (permessage-deflate).
+    fn deliver_data(&self, conn: &Rc<Conn>, opcode: OpCode, payload: &[u8]) {
+        if !conn.decoder.borrow().message_compressed() {
+            return self.deliver(conn, opcode, payload);
+        }
+        let limit = self.set.limits.max_message;
+        self.deflate
+            .inflate_then(conn, payload, limit, |inflated| match inflated {
+                Ok(msg) => {
+                    self.stats.messages_inflated.inc();
+                    self.deliver(conn, opcode, msg);
+                }
+                Err(InflateError::TooLarge) => {
+                    self.stats.closed_inflate_limit.inc();
+                    self.close_on_error(conn, ProtocolError::MessageTooLarge);
+                }
+                Err(_) => {
+                    self.stats.closed_inflate_error.inc();
+                    self.close_on_error(conn, ProtocolError::InvalidCompressed);
+                }
+            });
+    }
+
     fn deliver(&self, conn: &Rc<Conn>, opcode: OpCode, payload: &[u8]) {
         self.stats.messages_in.inc();
         let msg = if opcode == OpCode::Text {
             match simdutf8::basic::from_utf8(payload) {
                 Ok(text) => Message::Text(text),
-                // The decoder validated it; reaching here would be a decoder bug.
+                // The decoder validated uncompressed text; inflated text is checked here.
                 Err(_) => return self.fail(conn, ProtocolError::InvalidUtf8),
             }
         } else {
@@ -621,6 +659,12 @@ impl WorkerInner {
     /// A protocol violation: send the close code, then shut down once it is written.
     fn fail(&self, conn: &Conn, e: ProtocolError) {
         self.stats.protocol_errors.inc();
+        self.close_on_error(conn, e);
+    }
+
+    /// [`Self::fail`] without counting it in `protocol_errors` (the caller counts the close
+    /// under its own reason).
+    fn close_on_error(&self, conn: &Conn, e: ProtocolError) {
         tracing::debug!(
             worker = self.id,
             error = e.label(),
@@ -665,6 +709,11 @@ impl WorkerInner {
         payload: &[u8],
     ) -> Result<(), SendError> {
         let conn = self.writable_conn(id)?;
+        if let Some(frame) = self.deflate.frame_for(&conn, op, payload) {
+            self.stats.messages_deflated.inc();
+            self.queue_data(&conn, frame);
+            return Ok(());
+        }
         let mut out = BytesMut::with_capacity(encoded_len(payload.len()));
         encode_into(op, payload, &mut out);
         self.queue_data(&conn, out.freeze());
