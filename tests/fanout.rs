@@ -336,8 +336,11 @@ fn draining_receiver_burst_few_wakes(drv: Drv) {
         "{drv:?}: {BURST} items, {} rings, {} waits, {} batches, {fulls} full",
         c.rings, st.waits, st.batches
     );
+    // How often the receiver catches up and parks depends on scheduling: on a quiet machine
+    // a few hundred times, on a loaded one (CI beside a build) over a thousand. One wake per
+    // item is what this guards against, so the bound leaves room for a busy machine.
     assert!(
-        c.rings < BURST / 10,
+        c.rings < BURST / 4,
         "wakes {} should be far fewer than items {BURST}",
         c.rings
     );
