@@ -8,8 +8,8 @@ mod common;
 use std::{net::TcpStream, path::PathBuf, sync::Arc, time::Duration};
 
 use common::{
-    drivers, http_exchange, read_close, read_data, start, test_config, upgrade_request, wait_until,
-    TestServer, READ_TIMEOUT,
+    drivers, http_exchange, read_close, recv_json as recv, send_json as send, start, test_config,
+    upgrade_request, wait_until, TestServer, READ_TIMEOUT,
 };
 use corecast::{
     config::{AuthMode, Driver, JwtAlgorithm},
@@ -18,7 +18,7 @@ use corecast::{
 };
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
-use tungstenite::{client::IntoClientRequest, Message};
+use tungstenite::client::IntoClientRequest;
 
 type Client = tungstenite::WebSocket<TcpStream>;
 
@@ -94,17 +94,6 @@ fn client(addr: std::net::SocketAddr, req: tungstenite::handshake::client::Reque
 fn upgrade_status(addr: std::net::SocketAddr, path: &str, extra: &str) -> (u16, String) {
     let (status, _, body) = http_exchange(addr, upgrade_request(addr, path, extra).as_bytes());
     (status, body)
-}
-
-fn send(ws: &mut Client, v: Value) {
-    ws.send(Message::text(v.to_string())).unwrap();
-}
-
-fn recv(ws: &mut Client) -> Value {
-    match read_data(ws) {
-        Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
-        other => panic!("expected text, got {other:?}"),
-    }
 }
 
 #[test]

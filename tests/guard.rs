@@ -8,8 +8,8 @@ mod common;
 use std::{net::TcpStream, sync::Arc, time::Duration};
 
 use common::{
-    connect, drivers, http_exchange, read_close, read_data, send_upgrade, start, start_echo,
-    test_config, upgrade_request, wait_until, TestServer,
+    connect, drivers, http_exchange, read_close, recv_json as recv, send_json as send,
+    send_upgrade, start, start_echo, test_config, upgrade_request, wait_until, TestServer,
 };
 use corecast::{pubsub::PubSubService, Config, Server};
 use serde_json::{json, Value};
@@ -21,17 +21,6 @@ fn start_pubsub(mut cfg: Config) -> (TestServer, Arc<PubSubService>) {
     PubSubService::configure(&mut cfg);
     let svc = PubSubService::new(&cfg);
     (start(svc.install(Server::builder(cfg))), svc)
-}
-
-fn send(ws: &mut Client, v: Value) {
-    ws.send(Message::text(v.to_string())).unwrap();
-}
-
-fn recv(ws: &mut Client) -> Value {
-    match read_data(ws) {
-        Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
-        other => panic!("expected text, got {other:?}"),
-    }
 }
 
 /// The status a raw upgrade request gets when it is refused (the server closes after it).

@@ -11,8 +11,8 @@ use std::{
 };
 
 use common::{
-    connect, drivers, read_close, read_data, start_pubsub_admin, test_config, wait_until,
-    PubSubServer,
+    connect, drivers, read_close, read_data, recv_json as recv, send_json as send,
+    start_pubsub_admin, test_config, wait_until, PubSubServer,
 };
 use corecast::{
     config::{Driver, SlowConsumer},
@@ -38,17 +38,6 @@ fn config(driver: Driver) -> Config {
     Config {
         workers: 3,
         ..test_config(driver)
-    }
-}
-
-fn send(ws: &mut Client, v: Value) {
-    ws.send(Message::text(v.to_string())).unwrap();
-}
-
-fn recv(ws: &mut Client) -> Value {
-    match read_data(ws) {
-        Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
-        other => panic!("expected text, got {other:?}"),
     }
 }
 

@@ -475,3 +475,17 @@ pub fn send_upgrade(addr: SocketAddr, req: &str) -> (String, TcpStream) {
     s.write_all(req.as_bytes()).unwrap();
     (read_http_head(&mut s), s)
 }
+
+/// Send `v` as a JSON text message.
+pub fn send_json(ws: &mut Client, v: serde_json::Value) {
+    ws.send(tungstenite::Message::text(v.to_string()))
+        .expect("send");
+}
+
+/// The next data message, parsed as JSON text.
+pub fn recv_json(ws: &mut Client) -> serde_json::Value {
+    match read_data(ws) {
+        tungstenite::Message::Text(t) => serde_json::from_str(t.as_str()).expect("JSON"),
+        other => panic!("expected text, got {other:?}"),
+    }
+}
