@@ -51,12 +51,8 @@ MODE=plan
 DRY=0
 while [ $# -gt 0 ]; do
   case "$1" in
-    --connections) [ $# -ge 2 ] || die "--connections needs a value"; N=$2; shift 2 ;;
-    --connections=*) N=${1#*=}; shift ;;
-    --processes) [ $# -ge 2 ] || die "--processes needs a value"; P=$2; shift 2 ;;
-    --processes=*) P=${1#*=}; shift ;;
-    --workers) [ $# -ge 2 ] || die "--workers needs a value"; W=$2; shift 2 ;;
-    --workers=*) W=${1#*=}; shift ;;
+    --connections|--processes|--workers|--connections=*|--processes=*|--workers=*)
+      sizing_opt "$@"; shift "$USED" ;;
     --user) [ $# -ge 2 ] || die "--user needs a value"; RUN_USER=$2; shift 2 ;;
     --user=*) RUN_USER=${1#*=}; shift ;;
     --prefix) [ $# -ge 2 ] || die "--prefix needs a value"; PREFIX=$2; shift 2 ;;

@@ -37,12 +37,8 @@ PID=""
 JSON=0
 while [ $# -gt 0 ]; do
   case "$1" in
-    --connections) [ $# -ge 2 ] || die "--connections needs a value"; N=$2; shift 2 ;;
-    --connections=*) N=${1#*=}; shift ;;
-    --processes) [ $# -ge 2 ] || die "--processes needs a value"; P=$2; shift 2 ;;
-    --processes=*) P=${1#*=}; shift ;;
-    --workers) [ $# -ge 2 ] || die "--workers needs a value"; W=$2; shift 2 ;;
-    --workers=*) W=${1#*=}; shift ;;
+    --connections|--processes|--workers|--connections=*|--processes=*|--workers=*)
+      sizing_opt "$@"; shift "$USED" ;;
     --pid) [ $# -ge 2 ] || die "--pid needs a value"; PID=$2; shift 2 ;;
     --pid=*) PID=${1#*=}; shift ;;
     --json) JSON=1; shift ;;

@@ -20,6 +20,25 @@ die() { printf '%s: %s\n' "${0##*/}" "$*" >&2; exit 2; }
 is_uint() { [[ "${1:-}" =~ ^[0-9]+$ ]]; }
 positive() { is_uint "$1" && [ "$1" -ge 1 ]; }
 
+# sizing_opt ARGS...: take the option both scripts share (--connections, --processes,
+# --workers; "--opt VALUE" or "--opt=VALUE") from the front of ARGS into N, P or W, and set
+# USED to the number of arguments it took.
+# shellcheck disable=SC2034  # N, P, W and USED are the caller's variables
+sizing_opt() {
+  local opt=${1%%=*} value
+  if [ "$opt" = "$1" ]; then
+    [ $# -ge 2 ] || die "$1 needs a value"
+    value=$2 USED=2
+  else
+    value=${1#*=} USED=1
+  fi
+  case "$opt" in
+    --connections) N=$value ;;
+    --processes) P=$value ;;
+    --workers) W=$value ;;
+  esac
+}
+
 # procs_workers P W: "1 process x 2 workers", "3 processes x 1 worker".
 procs_workers() {
   local a="processes" b="workers"
