@@ -578,11 +578,14 @@ fn sighup_reloads_the_certificate_of_the_real_binary() {
     assert_eq!(peer_leaf(&before), old_leaf);
     pki.issue();
     signal(&proc.0, nix::sys::signal::Signal::SIGHUP);
-    let both = client_config(&[&old_ca, &pki.ca], rustls::ALL_VERSIONS, &[b"http/1.1"]);
-    // The reload happens on the signal thread; wait until a new handshake shows it.
+    // The reload happens on the signal thread; wait until a new handshake shows it. Each try
+    // gets a fresh client config: a shared one would keep the session ticket of a try that
+    // raced ahead of the reload, and every later try would resume that session, whose
+    // certificate is the old one (resumption never sends the certificate again).
     assert!(
         wait_until(Duration::from_secs(10), || {
-            let ws = wss(addr, both.clone());
+            let both = client_config(&[&old_ca, &pki.ca], rustls::ALL_VERSIONS, &[b"http/1.1"]);
+            let ws = wss(addr, both);
             peer_leaf(&ws) == pki.leaf
         }),
         "a new connection never saw the reloaded certificate: {:?}",
