@@ -331,6 +331,73 @@ fn an_unrefreshed_token_closes_at_exp_and_a_refresh_extends_it() {
 }
 
 #[test]
+fn a_refresh_that_narrows_the_claims_ends_the_subscriptions_it_no_longer_allows() {
+    for driver in drivers() {
+        let (cfg, dir) = hs_config(driver);
+        let s = start_pubsub(cfg, dir);
+        let exp = now() + 3600;
+        let wide = hs_token(json!({"sub": "alice", "exp": exp,
+            "corecast": {"sub": ["prices.*", "news.*"]}}));
+        let narrow = hs_token(json!({"sub": "alice", "exp": exp,
+            "corecast": {"sub": ["news.*"]}}));
+        let publisher = hs_token(json!({"sub": "feed", "exp": exp,
+            "corecast": {"pub": ["*"]}}));
+        let mut alice = connect_bearer(s.srv.addr, &wide);
+        let mut feed = connect_bearer(s.srv.addr, &publisher);
+        for (i, topic) in ["prices.a", "news.a", "prices.b"].into_iter().enumerate() {
+            send(&mut alice, json!({"op": "sub", "topic": topic, "id": i}));
+            assert_eq!(recv(&mut alice)["op"], "subbed", "[{driver:?}] {topic}");
+        }
+        send(
+            &mut alice,
+            json!({"op": "auth", "token": narrow, "id": "r"}),
+        );
+        // Both prices subscriptions end, each with an unsubbed that says why, before authed.
+        let mut ended = Vec::new();
+        for _ in 0..2 {
+            let r = recv(&mut alice);
+            assert_eq!(
+                (r["op"].as_str(), r["reason"].as_str(), r.get("id")),
+                (Some("unsubbed"), Some("forbidden"), None),
+                "[{driver:?}] {r}"
+            );
+            ended.push(r["topic"].as_str().unwrap().to_owned());
+        }
+        ended.sort();
+        assert_eq!(ended, ["prices.a", "prices.b"], "[{driver:?}]");
+        let r = recv(&mut alice);
+        assert_eq!(
+            (r["op"].as_str(), r["id"].as_str()),
+            (Some("authed"), Some("r")),
+            "{r}"
+        );
+        // Nothing more arrives on the revoked topics; the allowed one goes on.
+        for topic in ["prices.a", "prices.b", "news.a"] {
+            send(
+                &mut feed,
+                json!({"op": "pub", "topic": topic, "data": topic, "id": topic}),
+            );
+            assert_eq!(recv(&mut feed)["op"], "ack", "[{driver:?}] {topic}");
+        }
+        let m = recv(&mut alice);
+        assert_eq!(
+            (m["op"].as_str(), m["topic"].as_str()),
+            (Some("msg"), Some("news.a")),
+            "[{driver:?}] {m}"
+        );
+        // And the narrowed token refuses a new subscription to them.
+        send(&mut alice, json!({"op": "sub", "topic": "prices.a"}));
+        assert_eq!(recv(&mut alice)["code"], "forbidden", "[{driver:?}]");
+        let st = s.svc.stats();
+        assert_eq!(
+            (st.revoked, st.subscriptions),
+            (2, 1),
+            "[{driver:?}] {st:?}"
+        );
+    }
+}
+
+#[test]
 fn the_per_user_limit_refuses_with_429_and_frees_on_close() {
     for driver in drivers() {
         let (mut cfg, dir) = hs_config(driver);

@@ -252,7 +252,14 @@ fn unreachable_topic() -> TopicName<'static> {
 /// A request deferred behind a pending subscription of the same connection and topic.
 enum Deferred {
     Sub(Option<Id<'static>>),
-    Unsub(Option<Id<'static>>),
+    Unsub(Ending),
+}
+
+/// Why a subscription ends: the client's `unsub` (with its request id), or a refreshed token
+/// that no longer allows the topic.
+enum Ending {
+    Asked(Option<Id<'static>>),
+    Revoked,
 }
 
 /// The state of one of a connection's subscriptions.
@@ -747,7 +754,7 @@ impl PubSub {
             let r = self.entry(&name);
             match d {
                 Deferred::Sub(id) => self.sub(ctx, conn_id, r, None, id),
-                Deferred::Unsub(id) => self.unsub(ctx, conn_id, r, id),
+                Deferred::Unsub(why) => self.unsub(ctx, conn_id, r, why),
             }
         }
     }
@@ -857,8 +864,8 @@ impl PubSub {
         );
     }
 
-    /// An `unsub` for topic `r` from connection `id`.
-    fn unsub(&mut self, ctx: &mut Ctx<'_>, id: ConnId, r: TopicRef, req_id: Option<Id<'static>>) {
+    /// End connection `id`'s subscription to topic `r`, and say so with an `unsubbed`.
+    fn unsub(&mut self, ctx: &mut Ctx<'_>, id: ConnId, r: TopicRef, why: Ending) {
         let Some(st) = self.conns.get_mut(&id.key).filter(|s| s.gen == id.gen) else {
             return;
         };
@@ -867,7 +874,7 @@ impl PubSub {
         if let Some(pos) = st.subs.iter().position(|s| s.topic == r) {
             match &mut st.subs[pos].state {
                 SubState::Pending { then, .. } => {
-                    then.push(Deferred::Unsub(req_id));
+                    then.push(Deferred::Unsub(why));
                     return;
                 }
                 SubState::Active(key) => {
@@ -877,7 +884,14 @@ impl PubSub {
             }
         }
         if let Some(t) = self.topic(r) {
-            let _ = ctx.send_reply(&conn, frames::unsubbed(enc, t.name(), req_id.as_ref()));
+            let frame = match &why {
+                Ending::Asked(req_id) => frames::unsubbed(enc, t.name(), req_id.as_ref()),
+                Ending::Revoked => {
+                    self.stats.revoked.inc();
+                    frames::revoked(enc, t.name())
+                }
+            };
+            let _ = ctx.send_reply(&conn, frame);
         }
         if let Some(key) = detach {
             self.stats.subscriptions.dec();
@@ -959,7 +973,7 @@ impl PubSub {
                 match self.by_name.get(topic.as_str()) {
                     Some(&slot) => {
                         let r = (slot as u32, self.topics[slot].gen);
-                        self.unsub(ctx, id, r, req_id);
+                        self.unsub(ctx, id, r, Ending::Asked(req_id));
                     }
                     None => {
                         if let Some(st) = self.conn_state(id) {

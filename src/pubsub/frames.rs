@@ -118,6 +118,14 @@ pub fn unsubbed(enc: Encoding, topic: TopicName<'_>, id: Option<&Id<'_>>) -> Byt
     })
 }
 
+/// An `unsubbed` frame the server sends on its own when a refreshed token no longer allows
+/// the topic.
+pub fn revoked(enc: Encoding, topic: TopicName<'_>) -> Bytes {
+    framed(enc, 64 + topic.len(), |b| {
+        wire::encode_revoked(enc, topic, b)
+    })
+}
+
 /// An `err` frame for a refused client message.
 pub fn error(enc: Encoding, id: Option<&Id<'_>>, err: &WireError) -> Bytes {
     framed(enc, 128, |b| wire::encode_error(enc, id, err, b))

@@ -75,6 +75,8 @@ counters! {
     auth_refreshed,
     /// `auth` ops refused (invalid, expired, another user's token, or auth off).
     auth_refused,
+    /// Subscriptions ended by the server because a refreshed token no longer allows them.
+    revoked,
 }
 
 /// Upper bounds of the latency histogram's buckets, in microseconds (the last bucket,

@@ -65,6 +65,9 @@ pub mod binary {
     pub const FLAG_KEY: u8 = 0x08;
     /// Flag: the data is JSON text, not opaque bytes; `pub` and `msg` only.
     pub const FLAG_JSON: u8 = 0x10;
+    /// Flag (no field): the server ended the subscription because the connection's token no
+    /// longer allows the topic; `unsubbed` only.
+    pub const FLAG_REVOKED: u8 = 0x20;
 
     /// Both id flags: at most one may be set.
     pub(crate) const FLAG_ID: u8 = FLAG_ID_STR | FLAG_ID_NUM;
@@ -1214,6 +1217,22 @@ pub fn encode_unsubbed<B: WireBuf + ?Sized>(
     id: Option<&Id<'_>>,
     out: &mut B,
 ) {
+    put_unsubbed(enc, topic, id, false, out);
+}
+
+/// Append an `unsubbed` the server sends on its own: the connection's refreshed token no
+/// longer allows `topic` (JSON `"reason":"forbidden"`, binary flag `REVOKED`).
+pub fn encode_revoked<B: WireBuf + ?Sized>(enc: Encoding, topic: TopicName<'_>, out: &mut B) {
+    put_unsubbed(enc, topic, None, true, out);
+}
+
+fn put_unsubbed<B: WireBuf + ?Sized>(
+    enc: Encoding,
+    topic: TopicName<'_>,
+    id: Option<&Id<'_>>,
+    revoked: bool,
+    out: &mut B,
+) {
     match enc {
         Encoding::Json => {
             out.put(b"{\"op\":\"unsubbed\",\"topic\":\"");
@@ -1223,10 +1242,14 @@ pub fn encode_unsubbed<B: WireBuf + ?Sized>(
                 out.put(b",\"id\":");
                 put_json_id(out, id);
             }
+            if revoked {
+                out.put(b",\"reason\":\"forbidden\"");
+            }
             out.put(b"}");
         }
         Encoding::Binary => {
-            out.put(&[OP_UNSUBBED, id_flags(id)]);
+            let flags = id_flags(id) | if revoked { FLAG_REVOKED } else { 0 };
+            out.put(&[OP_UNSUBBED, flags]);
             put_bin_id(out, id);
             put_sized(out, topic.as_str().as_bytes());
         }
@@ -1563,6 +1586,7 @@ mod tests {
         Unsubbed {
             topic: String,
             id: Option<Id<'static>>,
+            revoked: bool,
         },
     }
 
@@ -1571,7 +1595,8 @@ mod tests {
         let mut r = Reader { buf: input };
         let (op, flags) = r.head(|op| match op {
             OP_MSG => Some(FLAG_JSON),
-            OP_ACK | OP_ERR | OP_SUBBED | OP_UNSUBBED => Some(FLAG_ID),
+            OP_ACK | OP_ERR | OP_SUBBED => Some(FLAG_ID),
+            OP_UNSUBBED => Some(FLAG_ID | FLAG_REVOKED),
             OP_RESET => Some(0),
             _ => None,
         })?;
@@ -1613,6 +1638,7 @@ mod tests {
             _ => Srv::Unsubbed {
                 topic: topic(&mut r)?,
                 id,
+                revoked: flags & FLAG_REVOKED != 0,
             },
         };
         r.finish()?;
@@ -1706,10 +1732,17 @@ mod tests {
                 }
             }
             "unsubbed" => {
-                expect_keys(&["op", "topic"]);
+                let revoked = v.contains_key("reason");
+                if revoked {
+                    assert_eq!(v["reason"], "forbidden", "{text}");
+                    expect_keys(&["op", "topic", "reason"]);
+                } else {
+                    expect_keys(&["op", "topic"]);
+                }
                 Srv::Unsubbed {
                     topic: s("topic"),
                     id: id(),
+                    revoked,
                 }
             }
             other => panic!("unknown server op {other}"),
@@ -2095,6 +2128,14 @@ mod tests {
                 let want = Srv::Unsubbed {
                     topic: s("p.q"),
                     id: owned.clone(),
+                    revoked: false,
+                };
+                assert_eq!((j, b), (want.clone(), want));
+                let (j, b) = both(|e, o| encode_revoked(e, p, o));
+                let want = Srv::Unsubbed {
+                    topic: s("p.q"),
+                    id: None,
+                    revoked: true,
                 };
                 assert_eq!((j, b), (want.clone(), want));
             }
@@ -3153,7 +3194,7 @@ mod tests {
                 prop_assert_eq!(&j, &Srv::Reset { topic: t(), seq });
                 prop_assert_eq!(&b, &j);
                 let (j, b) = both(|e, o| encode_unsubbed(e, tn, id, o));
-                prop_assert_eq!(&j, &Srv::Unsubbed { topic: t(), id: owned });
+                prop_assert_eq!(&j, &Srv::Unsubbed { topic: t(), id: owned, revoked: false });
                 prop_assert_eq!(&b, &j);
             }
 

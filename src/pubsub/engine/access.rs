@@ -5,7 +5,7 @@
 
 use std::{cmp::Reverse, collections::BinaryHeap, sync::Arc, time::SystemTime};
 
-use super::{ConnState, PubSub};
+use super::{ConnState, Ending, PubSub, TopicRef};
 use crate::{
     auth::{AuthError, Identity},
     guard::{BucketShape, TokenBucket},
@@ -318,13 +318,27 @@ impl PubSub {
         let Some(st) = self.conns.get_mut(&conn.key).filter(|s| s.gen == conn.gen) else {
             return;
         };
-        st.access.identity = Some(Arc::new(identity));
+        let identity = Arc::new(identity);
+        st.access.identity = Some(identity.clone());
         let changed = st.access.deadline != deadline;
         st.access.deadline = deadline;
-        let _ = ctx.send_reply(&st.conn, frames::authed(enc, exp.unwrap_or(0), id));
+        let reply_to = st.conn.clone();
+        let subs: Vec<TopicRef> = st.subs.iter().map(|s| s.topic).collect();
         if let (true, Some(d)) = (changed, deadline) {
             self.expiry.push(d, conn);
         }
+        // The new claims govern what the connection already has, not only what it asks for
+        // next: each subscription they no longer allow ends with an `unsubbed` carrying
+        // `reason: forbidden` (a pending one as soon as its owner answers), before `authed`.
+        for r in subs {
+            let forbidden = self
+                .topic(r)
+                .is_some_and(|t| !identity.subscribe.allows(t.name().as_str()));
+            if forbidden {
+                self.unsub(ctx, conn, r, Ending::Revoked);
+            }
+        }
+        let _ = ctx.send_reply(&reply_to, frames::authed(enc, exp.unwrap_or(0), id));
     }
 
     /// Start tracking a new connection's token deadline.
