@@ -102,11 +102,14 @@ fn handshake_needs_a_valid_token_from_header_subprotocol_or_enabled_query() {
         let (cfg, dir) = hs_config(driver);
         let s = start_pubsub(cfg, dir);
         let addr = s.srv.addr;
-        // Refused before the upgrade, each with 401 and counted.
-        assert_eq!(
-            upgrade_status(addr, "/", "").0,
-            401,
-            "[{driver:?}] no token"
+        // Refused before the upgrade, each with 401 and counted. A 401 carries the Bearer
+        // challenge that RFC 9110 requires.
+        let (status, head, _) = http_exchange(addr, upgrade_request(addr, "/", "").as_bytes());
+        assert_eq!(status, 401, "[{driver:?}] no token");
+        assert!(
+            head.lines()
+                .any(|l| l == "WWW-Authenticate: Bearer realm=\"corecast\""),
+            "[{driver:?}] {head}"
         );
         let forged = encode(
             &Header::new(Algorithm::HS256),

@@ -410,7 +410,8 @@ pub fn write_accept(
 }
 
 /// Append a rejection: status line, `Connection: close`, a plain-text body with the reason,
-/// and `Sec-WebSocket-Version: 13` when the status is 426.
+/// `Sec-WebSocket-Version: 13` when the status is 426, and the `WWW-Authenticate: Bearer`
+/// challenge every 401 must carry (RFC 9110 §15.5.2, RFC 6750 §3).
 ///
 /// Control characters (CR and LF included) are dropped from the reason so that it cannot
 /// inject headers or split the response. A status outside 100..=999 is written as 500.
@@ -432,6 +433,9 @@ pub fn write_reject(status: u16, reason: &str, out: &mut Vec<u8>) {
     );
     if status == 426 {
         out.extend_from_slice(b"Sec-WebSocket-Version: 13\r\n");
+    }
+    if status == 401 {
+        out.extend_from_slice(b"WWW-Authenticate: Bearer realm=\"corecast\"\r\n");
     }
     out.extend_from_slice(b"\r\n");
     push_sanitised(out, reason);
@@ -1018,9 +1022,14 @@ Upgrade: websocket\r\n\
             write_reject(status, "r", &mut out);
             let line = format!("HTTP/1.1 {status} {phrase}\r\n");
             assert!(out.starts_with(line.as_bytes()), "{status}");
-            assert!(!String::from_utf8(out)
-                .unwrap()
-                .contains("Sec-WebSocket-Version"));
+            let text = String::from_utf8(out).unwrap();
+            assert!(!text.contains("Sec-WebSocket-Version"));
+            // Only a 401 carries the authentication challenge.
+            assert_eq!(
+                text.contains("\r\nWWW-Authenticate: Bearer realm=\"corecast\"\r\n"),
+                status == 401,
+                "{text}"
+            );
         }
         let mut out = Vec::new();
         write_reject(7, "r", &mut out);
