@@ -86,6 +86,37 @@ fn the_per_ip_limit_answers_429_and_frees_on_close() {
 }
 
 #[test]
+fn the_per_ip_limit_holds_for_ipv6_clients() {
+    // Every IPv6 client is counted by its /64 (unit-tested in src/guard with addresses from
+    // one and from two /64s); this runs the same path end to end over [::1].
+    if let Err(e) = std::net::TcpListener::bind("[::1]:0") {
+        eprintln!("skipped: this host has no IPv6 loopback ({e})");
+        return;
+    }
+    for driver in drivers() {
+        let mut cfg = test_config(driver);
+        cfg.listen = "[::1]:0".parse().unwrap();
+        cfg.limits.max_connections_per_ip = 2;
+        let srv = start_echo(cfg);
+        assert!(srv.addr.is_ipv6(), "{}", srv.addr);
+        let mut open: Vec<_> = (0..2).map(|_| connect(srv.addr)).collect();
+        assert_eq!(
+            refused_status(srv.addr),
+            (429, "too many connections from this address".into()),
+            "[{driver:?}]"
+        );
+        assert_eq!(srv.stats().rejected_ip_limit, 1, "[{driver:?}]");
+        let mut a = open.remove(0);
+        a.close(None).unwrap();
+        assert!(common::finishes_closed(&mut a));
+        assert!(
+            wait_until(Duration::from_secs(5), || upgrades(srv.addr)),
+            "[{driver:?}] slot released"
+        );
+    }
+}
+
+#[test]
 fn a_handshake_storm_from_one_address_is_shed_with_429() {
     for driver in drivers() {
         let mut cfg = test_config(driver);
