@@ -4,22 +4,26 @@
 # docs/benchmarks.md.
 #
 #   perf/scenarios.sh [--out DIR] [--duration SECS] [--driver auto|uring|epoll] [--no-build]
+#                     [--only echo,connect,fanout,slow,storm]
 #
 # Each scenario gets its own freshly started server (so RSS figures start from the same base):
 # examples/echo for `echo`, the corecast binary for the others. Loopback only; everything it
-# starts is stopped on exit. About 2 minutes with the default 10 s duration.
+# starts is stopped on exit. About 2 minutes with the default 10 s duration. --only runs the
+# named groups alone (`slow` is both slow runs, `storm` both storm runs) and draws only their
+# charts; `--only slow --duration 60` is the run that reaches the send bound.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 OUT="target/scenarios/$(date -u +%Y%m%d-%H%M%S)"
-DUR=10 DRIVER=auto BUILD=1
+DUR=10 DRIVER=auto BUILD=1 ONLY=echo,connect,fanout,slow,storm
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) OUT=$2; shift 2 ;;
     --duration) DUR=$2; shift 2 ;;
     --driver) DRIVER=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    --only) ONLY=$2; shift 2 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -49,6 +53,17 @@ serve() { # serve BIN [flags...]: start a server on $PORT and wait for its liste
   echo "server did not start" >&2; cat "$OUT/server.log" >&2; return 1
 }
 
+want() { [[ ",$ONLY," == *",$1,"* ]]; }
+
+# plot KIND -o OUT ... --label L FILE ...: draw a chart when every FILE it reads exists.
+plot() {
+  local a
+  for a in "$@"; do
+    if [[ "$a" == "$OUT"/*.json && ! -f "$a" ]]; then return 0; fi
+  done
+  "$PLOT" "$@"
+}
+
 run() { # run NAME corecast-load-args...
   local name=$1; shift
   echo "== $name: corecast-load $* --server-pid $SERVER"
@@ -62,43 +77,53 @@ run() { # run NAME corecast-load-args...
   echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$OUT/command.txt"
 
-serve "$ECHO"
-run echo echo -c 50 --size 32 --duration "$DUR"
-run echo-rate echo -c 100 --rate 50000 --size 32 --duration "$DUR"
+if want echo; then
+  serve "$ECHO"
+  run echo echo -c 50 --size 32 --duration "$DUR"
+  run echo-rate echo -c 100 --rate 50000 --size 32 --duration "$DUR"
+fi
 
-serve "$BIN" --admin-listen 127.0.0.1:0
-run connect connect -n 19000 --rate 10000 --duration 5
+if want connect; then
+  serve "$BIN" --admin-listen 127.0.0.1:0
+  run connect connect -n 19000 --rate 10000 --duration 5
+fi
 
-serve "$BIN" --admin-listen 127.0.0.1:0
-run fanout fanout -s 2000 -t 20 -p 4 --rate 1000 --size 200 --duration "$DUR"
+if want fanout; then
+  serve "$BIN" --admin-listen 127.0.0.1:0
+  run fanout fanout -s 2000 -t 20 -p 4 --rate 1000 --size 200 --duration "$DUR"
+fi
 
-serve "$BIN" --admin-listen 127.0.0.1:0
-run slow slow -s 1000 -t 10 --rate 2000 --size 500 --slow 20 --stalled 20 \
-  --slow-rcvbuf 65536 --duration "$DUR"
+if want slow; then
+  serve "$BIN" --admin-listen 127.0.0.1:0
+  run slow slow -s 1000 -t 10 --rate 2000 --size 500 --slow 20 --stalled 20 \
+    --slow-rcvbuf 65536 --duration "$DUR"
 
-serve "$BIN" --admin-listen 127.0.0.1:0 --send-buffer-bytes 256KiB
-run slow-keyed slow -s 1000 -t 10 --rate 2000 --size 500 --slow 20 --stalled 20 --keys 10 \
-  --slow-rcvbuf 65536 --duration "$DUR"
+  serve "$BIN" --admin-listen 127.0.0.1:0 --send-buffer-bytes 256KiB
+  run slow-keyed slow -s 1000 -t 10 --rate 2000 --size 500 --slow 20 --stalled 20 --keys 10 \
+    --slow-rcvbuf 65536 --duration "$DUR"
+fi
 
-serve "$BIN" --admin-listen 127.0.0.1:0
-run storm-none storm -c 5000 --rounds 2 --backoff none --duration 3
-serve "$BIN" --admin-listen 127.0.0.1:0
-run storm-jittered storm -c 5000 --rounds 2 --backoff jittered --duration 3
+if want storm; then
+  serve "$BIN" --admin-listen 127.0.0.1:0
+  run storm-none storm -c 5000 --rounds 2 --backoff none --duration 3
+  serve "$BIN" --admin-listen 127.0.0.1:0
+  run storm-jittered storm -c 5000 --rounds 2 --backoff jittered --duration 3
+fi
 stop
 
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/command.txt"
 
-"$PLOT" latency -o "$OUT/echo-latency.svg" --log-y --title "echo round trip (closed loop vs 50k/s open loop)" \
+plot latency -o "$OUT/echo-latency.svg" --log-y --title "echo round trip (closed loop vs 50k/s open loop)" \
   --label "closed loop, 50 conns" "$OUT/echo.json" --label "50k msgs/s, 100 conns" "$OUT/echo-rate.json"
-"$PLOT" latency -o "$OUT/fanout-latency.svg" --log-y --title "fanout delivery latency (2000 subscribers, 1000 pub/s)" \
+plot latency -o "$OUT/fanout-latency.svg" --log-y --title "fanout delivery latency (2000 subscribers, 1000 pub/s)" \
   --label fanout "$OUT/fanout.json"
-"$PLOT" timeline -o "$OUT/fanout-rate.svg" --field msgs_per_s --title "fanout deliveries per second" \
+plot timeline -o "$OUT/fanout-rate.svg" --field msgs_per_s --title "fanout deliveries per second" \
   --label fanout "$OUT/fanout.json"
-"$PLOT" timeline -o "$OUT/slow-rss.svg" --field rss_bytes --title "server RSS with 20 slow and 20 stalled subscribers" \
+plot timeline -o "$OUT/slow-rss.svg" --field rss_bytes --title "server RSS with 20 slow and 20 stalled subscribers" \
   --label "disconnect policy" "$OUT/slow.json" --label "keyed (conflation)" "$OUT/slow-keyed.json"
-"$PLOT" timeline -o "$OUT/slow-p99.svg" --field p99_us --title "fast subscribers' p99 next to slow ones" \
+plot timeline -o "$OUT/slow-p99.svg" --field p99_us --title "fast subscribers' p99 next to slow ones" \
   --label "disconnect policy" "$OUT/slow.json" --label "keyed (conflation)" "$OUT/slow-keyed.json"
-"$PLOT" latency -o "$OUT/connect-latency.svg" --log-y --title "handshake latency, 19,000 connections at 10k/s" \
+plot latency -o "$OUT/connect-latency.svg" --log-y --title "handshake latency, 19,000 connections at 10k/s" \
   --label connect "$OUT/connect.json"
 cat "$OUT/command.txt"
 echo "reports and charts in $OUT"

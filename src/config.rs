@@ -79,6 +79,8 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// Bound on a connection's queued outgoing bytes.
     pub send_buffer_bytes: usize,
+    /// SO_SNDBUF of accepted sockets in bytes; 0 leaves the kernel's autotuning in place.
+    pub socket_send_buffer: usize,
     /// Interval between server pings.
     pub ping_interval: Duration,
     /// Extra time after `ping_interval` for a silent peer before it is closed.
@@ -148,6 +150,7 @@ impl Default for Config {
             max_frame_bytes: 16 << 20,
             max_message_bytes: 16 << 20,
             send_buffer_bytes: 1 << 20,
+            socket_send_buffer: 0,
             ping_interval: Duration::from_secs(25),
             pong_timeout: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(5),
@@ -222,6 +225,8 @@ const MAX_WORKERS: usize = 1024;
 const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
+/// The largest SO_SNDBUF accepted (the kernel doubles it and keeps it in an `int`).
+const MAX_SOCKET_BUFFER: usize = 512 * MIB;
 const GIB: usize = 1 << 30;
 
 impl Config {
@@ -305,6 +310,13 @@ impl Config {
             "send_buffer_bytes",
             Size(self.send_buffer_bytes),
             "at least 1KiB",
+        )?;
+        check(
+            self.socket_send_buffer == 0
+                || (4 * KIB..=MAX_SOCKET_BUFFER).contains(&self.socket_send_buffer),
+            "socket_send_buffer",
+            Size(self.socket_send_buffer),
+            "0 (the kernel's autotuning) or 4KiB to 512MiB",
         )?;
         let durations = [
             (
@@ -483,6 +495,9 @@ pub struct Cli {
     /// Bound on a connection's queued outgoing bytes [default: 1MiB] [env: CORECAST_SEND_BUFFER_BYTES]
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub send_buffer_bytes: Option<usize>,
+    /// Kernel send buffer (SO_SNDBUF) of accepted sockets, 0 = the kernel's autotuning, else 4KiB..=512MiB [default: 0] [env: CORECAST_SOCKET_SEND_BUFFER]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub socket_send_buffer: Option<usize>,
     /// Interval between server pings [default: 25s] [env: CORECAST_PING_INTERVAL]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub ping_interval: Option<Duration>,
@@ -572,6 +587,7 @@ struct FileConfig {
     max_frame_bytes: Option<FileSize>,
     max_message_bytes: Option<FileSize>,
     send_buffer_bytes: Option<FileSize>,
+    socket_send_buffer: Option<FileSize>,
     ping_interval: Option<FileDuration>,
     pong_timeout: Option<FileDuration>,
     handshake_timeout: Option<FileDuration>,
@@ -697,8 +713,8 @@ fn overlay_toml(s: &str, mut base: Config) -> Result<Config, String> {
     overlay!(base <- file:
         listen, admin_listen, admin_token_file, workers, pin_workers, driver, uring_entries, backlog,
         max_connections, max_handshake_bytes, max_frame_bytes, max_message_bytes,
-        send_buffer_bytes, ping_interval, pong_timeout, handshake_timeout, close_timeout,
-        drain_window, subprotocols, history_len, history_max_age, slow_consumer, drop_topics,
+        send_buffer_bytes, socket_send_buffer, ping_interval, pong_timeout, handshake_timeout,
+        close_timeout, drain_window, subprotocols, history_len, history_max_age, slow_consumer, drop_topics,
         inbox_capacity, tcp_nodelay, log_format, log_filter, tls_cert, tls_key, permessage_deflate,
         deflate_threshold, deflate_level, deflate_client_no_context_takeover,
         deflate_client_max_window_bits,
@@ -789,6 +805,7 @@ fn overlay_env(
         max_frame_bytes => parse_size,
         max_message_bytes => parse_size,
         send_buffer_bytes => parse_size,
+        socket_send_buffer => parse_size,
         ping_interval => parse_duration,
         pong_timeout => parse_duration,
         handshake_timeout => parse_duration,
@@ -820,8 +837,8 @@ fn overlay_cli(config: &mut Config, cli: Cli) {
     overlay!(config <- cli:
         listen, admin_listen, admin_token_file, workers, pin_workers, driver, uring_entries, backlog,
         max_connections, max_handshake_bytes, max_frame_bytes, max_message_bytes,
-        send_buffer_bytes, ping_interval, pong_timeout, handshake_timeout, close_timeout,
-        drain_window, history_len, history_max_age, slow_consumer, drop_topics, inbox_capacity,
+        send_buffer_bytes, socket_send_buffer, ping_interval, pong_timeout, handshake_timeout,
+        close_timeout, drain_window, history_len, history_max_age, slow_consumer, drop_topics, inbox_capacity,
         tcp_nodelay, log_format, log_filter, tls_cert, tls_key, permessage_deflate, deflate_threshold, deflate_level,
         deflate_client_no_context_takeover, deflate_client_max_window_bits,
     );
@@ -1231,6 +1248,7 @@ mod tests {
                 ("CORECAST_MAX_FRAME_BYTES", "1000"),
                 ("CORECAST_MAX_MESSAGE_BYTES", "64KB"),
                 ("CORECAST_SEND_BUFFER_BYTES", "1MiB"),
+                ("CORECAST_SOCKET_SEND_BUFFER", "64KiB"),
                 ("CORECAST_PING_INTERVAL", "1h"),
                 ("CORECAST_PONG_TIMEOUT", "10ms"),
                 ("CORECAST_HANDSHAKE_TIMEOUT", "7"),
@@ -1270,6 +1288,7 @@ mod tests {
             max_frame_bytes: 1000,
             max_message_bytes: 64_000,
             send_buffer_bytes: 1 << 20,
+            socket_send_buffer: 64 << 10,
             ping_interval: Duration::from_secs(3600),
             pong_timeout: Duration::from_millis(10),
             handshake_timeout: Duration::from_secs(7),
@@ -1498,6 +1517,7 @@ mod tests {
             ("--max-frame-bytes", Size(d.max_frame_bytes).to_string()),
             ("--max-message-bytes", Size(d.max_message_bytes).to_string()),
             ("--send-buffer-bytes", Size(d.send_buffer_bytes).to_string()),
+            ("--socket-send-buffer", "0".into()),
             ("--ping-interval", Human(d.ping_interval).to_string()),
             ("--pong-timeout", Human(d.pong_timeout).to_string()),
             (
@@ -1631,6 +1651,16 @@ mod tests {
                 "send_buffer_bytes",
                 |c| c.send_buffer_bytes = 1000,
                 "at least 1KiB",
+            ),
+            (
+                "socket_send_buffer",
+                |c| c.socket_send_buffer = 4095,
+                "4KiB to 512MiB",
+            ),
+            (
+                "socket_send_buffer",
+                |c| c.socket_send_buffer = 513 << 20,
+                "4KiB to 512MiB",
             ),
             (
                 "ping_interval",

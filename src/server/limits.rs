@@ -1,4 +1,4 @@
-//! Start-up checks of process limits, with the fix printed when one is too low.
+//! Start-up checks of process and kernel limits, with the fix printed when one is too low.
 
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 
@@ -48,5 +48,36 @@ pub fn check_nofile(max_connections: usize, workers: usize) -> usize {
 pub fn log_memlock() {
     if let Ok((soft, _)) = getrlimit(Resource::RLIMIT_MEMLOCK) {
         tracing::debug!(memlock_bytes = soft, "RLIMIT_MEMLOCK");
+    }
+}
+
+/// Where the kernel keeps the largest SO_SNDBUF an unprivileged `setsockopt` may ask for.
+const WMEM_MAX: &str = "/proc/sys/net/core/wmem_max";
+
+/// Warn when `socket_send_buffer` is above `net.core.wmem_max`: the kernel would silently
+/// cap every socket's send buffer there.
+pub fn check_socket_send_buffer(bytes: usize) {
+    if bytes == 0 {
+        return;
+    }
+    let Some(max) = std::fs::read_to_string(WMEM_MAX)
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+    else {
+        return;
+    };
+    if bytes > max {
+        tracing::warn!(
+            socket_send_buffer = bytes,
+            wmem_max = max,
+            "socket_send_buffer is above net.core.wmem_max; the kernel caps each socket's send \
+             buffer at {max}. Fix: sysctl -w net.core.wmem_max={bytes} (and in /etc/sysctl.d), \
+             or lower --socket-send-buffer"
+        );
+    } else {
+        tracing::info!(
+            socket_send_buffer = bytes,
+            "kernel send buffer per connection"
+        );
     }
 }

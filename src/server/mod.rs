@@ -139,6 +139,7 @@ impl ServerBuilder {
         let tls = tls::TlsSetup::from_paths(cfg.tls_cert.as_deref(), cfg.tls_key.as_deref())?;
         let workers = cfg.worker_count();
         let max_conns = limits::check_nofile(cfg.max_connections, workers);
+        limits::check_socket_send_buffer(cfg.socket_send_buffer);
         // One process-wide count: SO_REUSEPORT spreads connections unevenly, so a per-worker
         // share of the limit would refuse on one worker while the process still has room.
         let live = Arc::new(ConnLimit::new(max_conns));

@@ -69,6 +69,8 @@ pub(crate) struct WorkerSettings {
     pub(crate) close_ticks: u64,
     pub(crate) subprotocols: Vec<String>,
     pub(crate) nodelay: bool,
+    /// SO_SNDBUF for accepted sockets; 0 keeps the kernel's autotuning.
+    pub(crate) socket_send_buffer: usize,
     /// The TLS config of a wss:// listener; `None` for plain ws://.
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     pub(crate) deflate: Option<DeflateSettings>,
@@ -93,6 +95,7 @@ impl WorkerSettings {
             close_ticks: ticks(cfg.close_timeout),
             subprotocols: cfg.subprotocols.clone(),
             nodelay: cfg.tcp_nodelay,
+            socket_send_buffer: cfg.socket_send_buffer,
             tls: None,
             deflate: DeflateSettings::from_config(cfg),
         }
@@ -262,6 +265,17 @@ impl WorkerInner {
         let mut conns = self.conns.borrow_mut();
         if self.set.nodelay {
             let _ = stream.set_nodelay(true);
+        }
+        if self.set.socket_send_buffer > 0 {
+            // Validated to fit an int. A failure leaves the kernel's autotuning in place.
+            // SAFETY: the descriptor belongs to `stream`, which outlives this borrow (monoio's
+            // stream implements only `AsRawFd`, not `AsFd`).
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+            let _ = nix::sys::socket::setsockopt(
+                &fd,
+                nix::sys::socket::sockopt::SndBuf,
+                &self.set.socket_send_buffer,
+            );
         }
         let tls = match &self.set.tls {
             None => None,
