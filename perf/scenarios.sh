@@ -33,8 +33,9 @@ fi
 BIN=target/release/corecast ECHO=target/release/examples/echo
 LOAD=target/release/corecast-load PLOT=target/release/corecast-plot
 mkdir -p "$OUT"
-PORT=9351
+PORT=9351 APORT=9352
 SERVER=""
+ADMIN_ARGS=()
 stop() {
   if [ -n "$SERVER" ]; then kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; fi
   SERVER=""
@@ -43,6 +44,7 @@ trap stop EXIT
 
 serve() { # serve BIN [flags...]: start a server on $PORT and wait for its listener
   stop
+  ADMIN_ARGS=()
   "$@" --listen "127.0.0.1:$PORT" --workers 2 --driver "$DRIVER" --log-filter warn \
     >"$OUT/server.log" 2>&1 &
   SERVER=$!
@@ -64,10 +66,25 @@ plot() {
   "$PLOT" "$@"
 }
 
+# serve_corecast [flags...]: the corecast binary, with its admin API on $APORT so that each
+# report also says how the server's counters changed (conflated, dropped, disconnects).
+serve_corecast() {
+  serve "$BIN" --admin-listen "127.0.0.1:$APORT" "$@"
+  for _ in $(seq 100); do
+    if ss -Htln "( sport = :$APORT )" | grep -q .; then
+      ADMIN_ARGS=(--server-admin "127.0.0.1:$APORT")
+      return 0
+    fi
+    sleep 0.05
+  done
+  echo "admin API did not start" >&2; return 1
+}
+
 run() { # run NAME corecast-load-args...
   local name=$1; shift
   echo "== $name: corecast-load $* --server-pid $SERVER"
-  "$LOAD" "$@" --target "127.0.0.1:$PORT" --server-pid "$SERVER" --json "$OUT/$name.json" \
+  "$LOAD" "$@" --target "127.0.0.1:$PORT" --server-pid "$SERVER" "${ADMIN_ARGS[@]}" \
+    --json "$OUT/$name.json" \
     | tee "$OUT/$name.txt"
 }
 
@@ -84,29 +101,35 @@ if want echo; then
 fi
 
 if want connect; then
-  serve "$BIN" --admin-listen 127.0.0.1:0
+  serve_corecast
   run connect connect -n 19000 --rate 10000 --duration 5
 fi
 
 if want fanout; then
-  serve "$BIN" --admin-listen 127.0.0.1:0
+  serve_corecast
   run fanout fanout -s 2000 -t 20 -p 4 --rate 1000 --size 200 --duration "$DUR"
 fi
 
 if want slow; then
-  serve "$BIN" --admin-listen 127.0.0.1:0
+  # --socket-send-buffer caps the kernel's share of each backlog (see docs/backpressure.md), so
+  # the send bound is reached within the window instead of after megabytes of kernel buffer.
+  serve_corecast --socket-send-buffer 64KiB
   run slow slow -s 1000 -t 10 --rate 2000 --size 500 --slow 20 --stalled 20 \
     --slow-rcvbuf 65536 --duration "$DUR"
 
-  serve "$BIN" --admin-listen 127.0.0.1:0 --send-buffer-bytes 256KiB
+  serve_corecast --socket-send-buffer 64KiB --slow-consumer drop
+  run slow-drop slow -s 1000 -t 10 --rate 2000 --size 500 --slow 20 --stalled 20 \
+    --slow-rcvbuf 65536 --duration "$DUR"
+
+  serve_corecast --socket-send-buffer 64KiB --send-buffer-bytes 256KiB
   run slow-keyed slow -s 1000 -t 10 --rate 2000 --size 500 --slow 20 --stalled 20 --keys 10 \
     --slow-rcvbuf 65536 --duration "$DUR"
 fi
 
 if want storm; then
-  serve "$BIN" --admin-listen 127.0.0.1:0
+  serve_corecast
   run storm-none storm -c 5000 --rounds 2 --backoff none --duration 3
-  serve "$BIN" --admin-listen 127.0.0.1:0
+  serve_corecast
   run storm-jittered storm -c 5000 --rounds 2 --backoff jittered --duration 3
 fi
 stop
@@ -120,9 +143,11 @@ plot latency -o "$OUT/fanout-latency.svg" --log-y --title "fanout delivery laten
 plot timeline -o "$OUT/fanout-rate.svg" --field msgs_per_s --title "fanout deliveries per second" \
   --label fanout "$OUT/fanout.json"
 plot timeline -o "$OUT/slow-rss.svg" --field rss_bytes --title "server RSS with 20 slow and 20 stalled subscribers" \
-  --label "disconnect policy" "$OUT/slow.json" --label "keyed (conflation)" "$OUT/slow-keyed.json"
+  --label "disconnect policy" "$OUT/slow.json" --label "drop policy" "$OUT/slow-drop.json" \
+  --label "keyed (conflation)" "$OUT/slow-keyed.json"
 plot timeline -o "$OUT/slow-p99.svg" --field p99_us --title "fast subscribers' p99 next to slow ones" \
-  --label "disconnect policy" "$OUT/slow.json" --label "keyed (conflation)" "$OUT/slow-keyed.json"
+  --label "disconnect policy" "$OUT/slow.json" --label "drop policy" "$OUT/slow-drop.json" \
+  --label "keyed (conflation)" "$OUT/slow-keyed.json"
 plot latency -o "$OUT/connect-latency.svg" --log-y --title "handshake latency, 19,000 connections at 10k/s" \
   --label connect "$OUT/connect.json"
 cat "$OUT/command.txt"

@@ -7,6 +7,7 @@
 //! also reports the server's CPU-seconds and RSS over the measured window. `--processes P` runs
 //! P copies and merges their results.
 
+mod admin;
 mod clock;
 mod connect;
 mod echo;
@@ -74,6 +75,10 @@ pub struct Common {
     /// Server PID: report its CPU-seconds and RSS over the measured window (from /proc).
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
+    /// corecast's admin address: report how the server's counters changed over the run
+    /// (conflated, dropped, slow-consumer disconnects, ...), from `GET /stats`.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub server_admin: Option<String>,
     /// Client threads per process [default: cores / processes].
     #[arg(long)]
     pub threads: Option<usize>,
@@ -98,6 +103,9 @@ fn execute<R: Results>(
     params: serde_json::Value,
     run: impl FnOnce() -> anyhow::Result<Report<R>>,
 ) -> anyhow::Result<()> {
+    // Only the process that prints reads the server's counters (children leave it alone).
+    let admin = common.server_admin.as_deref().filter(|_| !common.is_child());
+    let before = admin.map(admin::totals).transpose()?;
     let mut report = if common.processes > 1 && !common.is_child() {
         let mut r = multi::run_parent::<R>(common)?;
         r.params = params;
@@ -105,6 +113,9 @@ fn execute<R: Results>(
     } else {
         run()?
     };
+    if let (Some(addr), Some(before)) = (admin, before) {
+        report.server_counters = Some(admin::changes(&before, &admin::totals(addr)?));
+    }
     if common.is_child() {
         let path = common
             .json

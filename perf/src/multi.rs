@@ -167,6 +167,7 @@ pub fn merge<R: Results>(reports: Vec<Report<R>>) -> anyhow::Result<Report<R>> {
     let mut out = Report {
         timeline: Vec::new(),
         latency_hdr: None,
+        server_counters: None,
         ..first
     };
     let mut client = out.client.take().unwrap_or_default();
@@ -239,6 +240,7 @@ mod tests {
                     cores_busy: 0.5,
                 }),
                 latency_hdr: report::hist_to_b64(&h).ok(),
+                server_counters: None,
             }
         };
         let m = merge(vec![child(100, 90), child(1000, 10)]).unwrap();

@@ -222,6 +222,9 @@ pub struct Report<R> {
     /// The full latency histogram (V2 deflate, base64), for merging and later analysis.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_hdr: Option<String>,
+    /// How the server's counters changed over the run, with `--server-admin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_counters: Option<std::collections::BTreeMap<String, i64>>,
 }
 
 /// Per-window counts and latencies, kept by each client thread.
@@ -502,6 +505,13 @@ pub fn table<R: Serialize>(r: &Report<R>) -> String {
             mib(s.rss_bytes_end),
             mib(s.rss_bytes_max)
         ));
+    }
+    if let Some(m) = &r.server_counters {
+        let changed: Vec<String> = m.iter().map(|(k, v)| format!("{k} {v:+}")).collect();
+        out.push_str("server counters over the run (GET /stats)\n");
+        for chunk in changed.chunks(3) {
+            out.push_str(&format!("              {}\n", chunk.join("   ")));
+        }
     }
     if let Some(c) = &r.client {
         out.push_str(&format!(

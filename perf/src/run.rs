@@ -273,6 +273,7 @@ pub fn assemble<R>(p: Parts<R>, child: bool) -> Report<R> {
             cores_busy: p.sampled.self_cpu_s / p.sampled.window_s.max(1e-9),
         }),
         latency_hdr,
+        server_counters: None,
     }
 }
 
