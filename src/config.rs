@@ -714,9 +714,9 @@ fn overlay_toml(s: &str, mut base: Config) -> Result<Config, String> {
         listen, admin_listen, admin_token_file, workers, pin_workers, driver, uring_entries, backlog,
         max_connections, max_handshake_bytes, max_frame_bytes, max_message_bytes,
         send_buffer_bytes, socket_send_buffer, ping_interval, pong_timeout, handshake_timeout,
-        close_timeout, drain_window, subprotocols, history_len, history_max_age, slow_consumer, drop_topics,
-        inbox_capacity, tcp_nodelay, log_format, log_filter, tls_cert, tls_key, permessage_deflate,
-        deflate_threshold, deflate_level, deflate_client_no_context_takeover,
+        close_timeout, drain_window, subprotocols, history_len, history_max_age, slow_consumer,
+        drop_topics, inbox_capacity, tcp_nodelay, log_format, log_filter, tls_cert, tls_key,
+        permessage_deflate, deflate_threshold, deflate_level, deflate_client_no_context_takeover,
         deflate_client_max_window_bits,
     );
     guard::overlay_file(&mut base.auth, &mut base.limits, file.auth, file.limits);
@@ -838,9 +838,10 @@ fn overlay_cli(config: &mut Config, cli: Cli) {
         listen, admin_listen, admin_token_file, workers, pin_workers, driver, uring_entries, backlog,
         max_connections, max_handshake_bytes, max_frame_bytes, max_message_bytes,
         send_buffer_bytes, socket_send_buffer, ping_interval, pong_timeout, handshake_timeout,
-        close_timeout, drain_window, history_len, history_max_age, slow_consumer, drop_topics, inbox_capacity,
-        tcp_nodelay, log_format, log_filter, tls_cert, tls_key, permessage_deflate, deflate_threshold, deflate_level,
-        deflate_client_no_context_takeover, deflate_client_max_window_bits,
+        close_timeout, drain_window, history_len, history_max_age, slow_consumer, drop_topics,
+        inbox_capacity, tcp_nodelay, log_format, log_filter, tls_cert, tls_key, permessage_deflate,
+        deflate_threshold, deflate_level, deflate_client_no_context_takeover,
+        deflate_client_max_window_bits,
     );
     if let Some(names) = cli.subprotocol {
         config.subprotocols = names;
