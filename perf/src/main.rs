@@ -104,7 +104,10 @@ fn execute<R: Results>(
     run: impl FnOnce() -> anyhow::Result<Report<R>>,
 ) -> anyhow::Result<()> {
     // Only the process that prints reads the server's counters (children leave it alone).
-    let admin = common.server_admin.as_deref().filter(|_| !common.is_child());
+    let admin = common
+        .server_admin
+        .as_deref()
+        .filter(|_| !common.is_child());
     let before = admin.map(admin::totals).transpose()?;
     let mut report = if common.processes > 1 && !common.is_child() {
         let mut r = multi::run_parent::<R>(common)?;
