@@ -60,6 +60,7 @@ fn accepted_sockets_get_the_configured_send_buffer() {
         round_trip(&mut ws);
         let me = ws.get_ref().local_addr().unwrap();
         let auto = server_sndbuf(me).expect("the server's socket");
+        eprintln!("[{driver:?}] SO_SNDBUF with autotuning: {auto}");
         assert_ne!(auto, 128 << 10, "[{driver:?}]");
     }
 }
