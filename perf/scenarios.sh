@@ -42,16 +42,21 @@ stop() {
 }
 trap stop EXIT
 
+listening() { # listening PORT: true once something listens on 127.0.0.1:PORT (up to 5 s)
+  for _ in $(seq 100); do
+    ss -Htln "( sport = :$1 )" | grep -q . && return 0
+    sleep 0.05
+  done
+  return 1
+}
+
 serve() { # serve BIN [flags...]: start a server on $PORT and wait for its listener
   stop
   ADMIN_ARGS=()
   "$@" --listen "127.0.0.1:$PORT" --workers 2 --driver "$DRIVER" --log-filter warn \
     >"$OUT/server.log" 2>&1 &
   SERVER=$!
-  for _ in $(seq 100); do
-    ss -Htln "( sport = :$PORT )" | grep -q . && return 0
-    sleep 0.05
-  done
+  listening "$PORT" && return 0
   echo "server did not start" >&2; cat "$OUT/server.log" >&2; return 1
 }
 
@@ -70,14 +75,8 @@ plot() {
 # report also says how the server's counters changed (conflated, dropped, disconnects).
 serve_corecast() {
   serve "$BIN" --admin-listen "127.0.0.1:$APORT" "$@"
-  for _ in $(seq 100); do
-    if ss -Htln "( sport = :$APORT )" | grep -q .; then
-      ADMIN_ARGS=(--server-admin "127.0.0.1:$APORT")
-      return 0
-    fi
-    sleep 0.05
-  done
-  echo "admin API did not start" >&2; return 1
+  listening "$APORT" || { echo "admin API did not start" >&2; return 1; }
+  ADMIN_ARGS=(--server-admin "127.0.0.1:$APORT")
 }
 
 run() { # run NAME corecast-load-args...
