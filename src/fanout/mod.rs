@@ -1,8 +1,9 @@
-//! Cross-worker delivery: one bounded lock-free inbox per worker, the [`Outboxes`] handle that
-//! producers (workers, an admin thread, the cluster bridge) put items into, and the
-//! [`Doorbell`] that wakes a worker's inbox task only when it is parked. One item per
-//! interested worker per publish, never one per subscriber. See `docs/fanout.md` for the
-//! design, the arming protocol and the measured figures.
+//! Cross-worker delivery inside one process: one bounded lock-free inbox (a crossbeam
+//! channel) per worker, the [`Outboxes`] handle that producers (in the server: each worker's
+//! pub/sub engine and the admin API's threads) put items into, and the [`Doorbell`] that
+//! wakes a worker's inbox task only when it is parked. One item per interested worker per
+//! publish, never one per subscriber. See `docs/fanout.md` for the design, the arming
+//! protocol, how the pub/sub engine uses it and the measured figures.
 //!
 //! ```text
 //!  producer (any thread)                               worker w (its monoio runtime)
