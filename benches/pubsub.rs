@@ -10,7 +10,7 @@ use std::{io::IoSlice, time::Duration};
 
 use bytes::Bytes;
 use corecast::{
-    proto::compress::{Deflater, Inflater},
+    proto::deflate::{Deflater, Inflater},
     pubsub::{frames, wire::Encoding, Payload, TopicName},
     queue::{ConflationKey, SendQueue, SlowPolicy},
 };

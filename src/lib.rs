@@ -18,6 +18,7 @@
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod connection;
 pub mod fanout;
 pub mod guard;
 pub mod proto;

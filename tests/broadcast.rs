@@ -1,4 +1,4 @@
-//! One encoded frame shared by many connections: `encode_shared` + `Ctx::send_frame`.
+//! One encoded frame shared by many connections: `proto::encode_frame_bytes` + `Ctx::send_frame`.
 
 mod common;
 
@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use common::*;
 use corecast::{
-    proto::OpCode,
-    server::{encode_shared, ConnId, Ctx, Handler, Message, OpenInfo, Server},
+    proto::{encode_frame_bytes, OpCode},
+    server::{ConnId, Ctx, Handler, Message, OpenInfo, Server},
 };
 use tungstenite::Message as WsMessage;
 
@@ -25,7 +25,7 @@ impl Handler for Broadcast {
 
     fn on_message(&mut self, ctx: &mut Ctx<'_>, _from: ConnId, msg: Message<'_>) {
         let Message::Text(text) = msg else { return };
-        let frame: Bytes = encode_shared(OpCode::Text, text.as_bytes());
+        let frame: Bytes = encode_frame_bytes(OpCode::Text, text.as_bytes());
         for &conn in self.conns.keys() {
             // A refcount per connection, not a copy of the frame.
             ctx.send_frame(conn, frame.clone()).expect("queued");

@@ -8,7 +8,7 @@ use std::{
     sync::atomic::{AtomicIsize, Ordering::Relaxed},
 };
 
-use corecast::proto::compress::{Deflater, Inflater};
+use corecast::proto::deflate::{Deflater, Inflater};
 
 struct Counting;
 

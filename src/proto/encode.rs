@@ -3,7 +3,12 @@
 //!
 //! No I/O here: every function writes into a buffer the caller owns.
 
+use bytes::Bytes;
+
 use super::{close::CloseCode, frame::OpCode, mask::unmask};
+
+/// The RSV1 bit of a frame's first byte: the payload is compressed (permessage-deflate).
+pub const RSV1: u8 = 0x40;
 
 /// Largest close reason that fits a control frame next to the 2-byte code.
 const MAX_CLOSE_REASON: usize = 123;
@@ -52,6 +57,49 @@ pub fn encode_frame(opcode: OpCode, fin: bool, payload: &[u8], out: &mut Vec<u8>
     out.reserve(n.saturating_add(payload.len()));
     out.extend_from_slice(&head[..n]);
     out.extend_from_slice(payload);
+}
+
+/// An unmasked, unfragmented (server) frame in a buffer of its own, ready to be shared by
+/// many connections: queuing it anywhere costs a reference count, not a copy.
+pub fn encode_frame_bytes(opcode: OpCode, payload: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(encoded_len(payload.len()));
+    encode_frame(opcode, true, payload, &mut out);
+    Bytes::from(out)
+}
+
+/// Write the header of an unfragmented server frame whose payload is compressed with
+/// permessage-deflate (FIN and RSV1 set, RFC 7692 6); returns its length.
+pub fn encode_compressed_header(opcode: OpCode, payload_len: usize, out: &mut [u8; 14]) -> usize {
+    let n = encode_header(opcode, true, payload_len, out);
+    out[0] |= RSV1;
+    n
+}
+
+/// The opcode and payload of an unfragmented, unmasked server data frame (text or binary)
+/// without RSV bits, as [`encode_frame`] writes it; `None` for anything else.
+pub fn split_server_frame(frame: &[u8]) -> Option<(OpCode, &[u8])> {
+    let (&b0, &b1) = (frame.first()?, frame.get(1)?);
+    let op = match b0 {
+        0x81 => OpCode::Text,
+        0x82 => OpCode::Binary,
+        _ => return None,
+    };
+    if b1 & 0x80 != 0 {
+        return None;
+    }
+    let (len, at) = match b1 & 0x7f {
+        126 => (
+            usize::from(u16::from_be_bytes([*frame.get(2)?, *frame.get(3)?])),
+            4,
+        ),
+        127 => {
+            let raw: [u8; 8] = frame.get(2..10)?.try_into().ok()?;
+            (usize::try_from(u64::from_be_bytes(raw)).ok()?, 10)
+        }
+        n => (usize::from(n), 2),
+    };
+    let payload = frame.get(at..)?;
+    (payload.len() == len).then_some((op, payload))
 }
 
 /// Append a masked (client) frame to `out`.

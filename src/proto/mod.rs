@@ -10,7 +10,6 @@
 #![forbid(unsafe_code)]
 
 pub mod close;
-pub mod compress;
 pub mod decode;
 pub mod deflate;
 pub mod encode;
@@ -22,6 +21,9 @@ pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
 pub use decode::{Decoded, Decoder, DecoderLimits};
-pub use encode::{encode_close, encode_frame, encode_header, encoded_len};
+pub use encode::{
+    encode_close, encode_compressed_header, encode_frame, encode_frame_bytes, encode_header,
+    encoded_len, split_server_frame,
+};
 pub use error::ProtocolError;
 pub use frame::{FrameHeader, OpCode};

@@ -5,20 +5,14 @@ use std::{future::Future, net::SocketAddr, pin::Pin, rc::Rc, sync::Arc};
 
 use bytes::Bytes;
 
-use super::{conn::Conn, worker::WorkerInner};
+pub use super::conn::ConnId;
+use super::{conn::Conn, core::WorkerCore};
+pub use crate::connection::{Message, SendError};
 use crate::{
     auth::{AuthError, Identity},
     proto::{handshake::Request, CloseCode},
     queue::{ConflationKey, Offer, SlowPolicy},
 };
-
-/// Identifies a connection within its worker (slab key and a generation, so a stale id never
-/// reaches a newer connection that reused the slot).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ConnId {
-    pub(crate) key: u32,
-    pub(crate) gen: u32,
-}
 
 /// A connection handle a handler may keep (in a subscriber list, say): sending through it
 /// costs no lookup. It keeps the connection's bookkeeping alive until dropped, never its
@@ -29,17 +23,14 @@ pub struct ConnRef(pub(crate) Rc<Conn>);
 impl ConnRef {
     /// The connection's id.
     pub fn id(&self) -> ConnId {
-        ConnId {
-            key: self.0.key,
-            gen: self.0.gen,
-        }
+        self.0.id()
     }
 
     /// The window (bits) the server compresses with for this connection if it negotiated
     /// permessage-deflate: connections with the same value share one compressed frame
     /// (see [`Ctx::deflate_frame`]).
     pub fn deflate_window(&self) -> Option<u8> {
-        self.0.deflate.params().map(|p| p.server_max_window_bits)
+        self.0.state().deflate_window()
     }
 }
 
@@ -54,15 +45,6 @@ impl std::fmt::Debug for ConnRef {
 pub trait Wakeup: 'static {
     /// Resolves when there may be work; `false` means the source is gone for good.
     fn wait(self: Rc<Self>) -> Pin<Box<dyn Future<Output = bool>>>;
-}
-
-/// A complete message received from a client, borrowed from the read buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Message<'a> {
-    /// A text message (valid UTF-8).
-    Text(&'a str),
-    /// A binary message.
-    Binary(&'a [u8]),
 }
 
 /// What a handler learns when a connection opens.
@@ -80,18 +62,6 @@ pub struct OpenInfo<'a> {
     pub protocol: Option<&'a str>,
     /// Who the connection's token says it is (`None` when auth is off).
     pub identity: Option<&'a Arc<Identity>>,
-}
-
-/// Why a send did not queue the frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum SendError {
-    /// The connection is gone or closing.
-    #[error("connection closed")]
-    Closed,
-    /// The connection's send buffer is over its bound; the frame was not queued.
-    #[error("send buffer full")]
-    Full,
 }
 
 /// Application logic run inside each worker (one instance per worker; it need not be `Send`).
@@ -149,7 +119,7 @@ where
 
 /// Per-worker context handed to a [`Handler`]: send to and close this worker's connections.
 pub struct Ctx<'w> {
-    pub(crate) w: &'w WorkerInner,
+    pub(crate) w: &'w WorkerCore,
 }
 
 impl Ctx<'_> {
@@ -172,12 +142,15 @@ impl Ctx<'_> {
     /// Queue a frame encoded once (e.g. with [`crate::proto::encode_frame`]) and shared by
     /// many connections: queuing it costs a reference count, not a copy.
     pub fn send_frame(&mut self, conn: ConnId, frame: Bytes) -> Result<(), SendError> {
-        self.w.send_encoded(conn, frame)
+        let conn = self.w.conn(conn).ok_or(SendError::Closed)?;
+        self.w.send_frame(&conn, frame)
     }
 
     /// Start the close handshake: data queued before stays ahead of the close frame.
     pub fn close(&mut self, conn: ConnId, code: CloseCode, reason: &str) {
-        self.w.close_conn(conn, code, reason);
+        if let Some(conn) = self.w.conn(conn) {
+            self.w.close(&conn, code, reason);
+        }
     }
 
     /// A handle to `conn` that can be kept, or `None` if it is gone.
@@ -207,7 +180,7 @@ impl Ctx<'_> {
     /// Close `conn` at once with `code`, discarding queued data not yet started (the close
     /// frame goes ahead of it).
     pub fn close_now(&mut self, conn: &ConnRef, code: CloseCode, reason: &str) {
-        self.w.close_discarding(&conn.0, code, reason);
+        self.w.close_now(&conn.0, code, reason);
     }
 
     /// Verify a token presented on an open connection (in-band refresh) with the server's
@@ -227,7 +200,7 @@ impl Ctx<'_> {
         self.w.deflate.enabled()
     }
 
-    /// The compressed (RSV1) variant of a shared frame made by [`crate::server::encode_shared`]
+    /// The compressed (RSV1) variant of a shared frame made by [`crate::proto::encode_frame_bytes`]
     /// (or any unfragmented, unmasked text or binary frame), for connections whose
     /// [`ConnRef::deflate_window`] is `window_bits`. `None`: send the frame as it is (deflate
     /// off, payload under `deflate_threshold`, or compression would not make it smaller).
@@ -240,6 +213,6 @@ impl Ctx<'_> {
 
     /// Bytes queued for `conn` and not yet written, or `None` if it is gone.
     pub fn queued_bytes(&self, conn: ConnId) -> Option<usize> {
-        self.w.conn(conn).map(|c| c.queue.borrow().queued_bytes())
+        self.w.conn(conn).map(|c| c.state().queued_bytes())
     }
 }

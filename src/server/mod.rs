@@ -6,13 +6,14 @@
 
 mod bell;
 mod conn;
-mod deflate;
+mod core;
 mod handler;
 mod io;
 pub mod limits;
 pub mod logging;
 mod signals;
 pub(crate) mod stats;
+mod tasks;
 pub mod timer;
 pub mod tls;
 mod worker;
@@ -31,9 +32,8 @@ pub use handler::{
 };
 pub use signals::{run_until_signalled, run_until_signalled_with};
 pub use stats::Stats;
-pub use worker::encode_shared;
 
-use self::{bell::Bell, stats::WorkerStats, worker::WorkerSettings};
+use self::{bell::Bell, core::WorkerSettings, stats::WorkerStats};
 use crate::config::{Config, ConfigError, Driver};
 
 /// The io driver a server actually runs on.
@@ -207,11 +207,10 @@ impl ServerBuilder {
                                     }
                                 };
                                 let handler = factory(i);
-                                let w =
-                                    Rc::new(worker::WorkerInner::new(i, set, handler, hook, st));
+                                let w = Rc::new(worker::Worker::new(i, set, handler, hook, st));
                                 let _ = ready.send(Ok(()));
                                 drop(ready);
-                                worker::main(w, listener, bell).await;
+                                tasks::main(w, listener, bell).await;
                                 Ok(())
                             })
                         }};

@@ -8,7 +8,7 @@
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
-use super::deflate::{MAX_WINDOW_BITS, MIN_SERVER_WINDOW_BITS};
+use super::{MAX_WINDOW_BITS, MIN_SERVER_WINDOW_BITS};
 
 /// What a sync flush ends with; removed by the sender, appended by the receiver.
 const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];

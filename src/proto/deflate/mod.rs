@@ -1,5 +1,8 @@
-//! permessage-deflate (RFC 7692) negotiation: parse the client's `Sec-WebSocket-Extensions`
-//! offers, pick the first acceptable one, and write the server's answer.
+//! permessage-deflate (RFC 7692), all of it: negotiation here (parse the client's
+//! `Sec-WebSocket-Extensions` offers, pick the first acceptable one, write the server's
+//! answer), the per-message codec in [`codec`], and the compressors a worker shares between
+//! its connections in [`shared`]. A connection's own part (its parameters and, when the
+//! client keeps its context, its inflater) is in [`crate::connection`].
 //!
 //! The server always answers with `server_no_context_takeover`: every message it sends is
 //! compressed with a fresh context, so one compressor per worker (reset per message) serves
@@ -8,6 +11,12 @@
 //! the [`DeflatePolicy`]. No I/O, no allocation while parsing, no panic on any input.
 
 use std::fmt;
+
+pub mod codec;
+pub mod shared;
+
+pub use codec::{DeflateError, Deflater, InflateError, Inflater};
+pub use shared::{DeflateSettings, SharedDeflate};
 
 /// The extension's registered name.
 pub const EXTENSION_NAME: &str = "permessage-deflate";
