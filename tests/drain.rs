@@ -150,6 +150,12 @@ fn sigterm_closes_every_client_with_1001_and_exits_0() {
             .unwrap_or_else(|| panic!("{driver:?}: still running {took:?} after SIGTERM:\n{out}"));
         assert!(status.success(), "{driver:?}: exit {status}:\n{out}");
         assert!(took < Duration::from_secs(8), "{driver:?}: took {took:?}");
+        // Logs went to a file: text lines, no colour codes.
+        assert!(out.contains("draining"), "{driver:?}: no drain log:\n{out}");
+        assert!(
+            !out.contains('\x1b'),
+            "{driver:?}: ANSI codes in a log file:\n{out}"
+        );
         // The port is released.
         assert!(
             TcpStream::connect(addr).is_err(),
