@@ -12,15 +12,18 @@
 //! before it is history, everything after it is live. See `docs/pubsub.md`.
 
 mod access;
+mod handler;
+mod outbox;
 
 pub use access::{RateSettings, RATE_DROPS_BEFORE_CLOSE};
+pub use handler::PubSub;
+pub use outbox::{Link, Outbox, Time};
 
 use std::{
     collections::HashMap,
     hash::{BuildHasher, RandomState},
     rc::Rc,
     sync::Arc,
-    time::SystemTime,
 };
 
 use bytes::Bytes;
@@ -37,7 +40,7 @@ use crate::{
     fanout::{Backlog, Inbox, Outboxes, SendError as MeshError},
     proto::CloseCode,
     queue::{ConflationKey, SlowPolicy},
-    server::{ConnId, ConnRef, Ctx, Handler, Message, OpenInfo, Wakeup},
+    server::{ConnId, Message, OpenInfo},
 };
 
 /// A topic entry in a worker's table: slot and generation (a stale reference to a slot that
@@ -187,16 +190,9 @@ pub fn owner_of(name: &str, workers: usize) -> usize {
     (h % workers as u64) as usize
 }
 
-/// Microseconds since the Unix epoch.
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
-
 /// A local subscriber of a topic.
-struct Sub {
-    conn: ConnRef,
+struct Sub<C> {
+    conn: C,
     enc: Encoding,
 }
 
@@ -212,11 +208,11 @@ struct Owned {
 }
 
 /// A topic in a worker's table.
-struct Topic {
+struct Topic<C> {
     name: Arc<str>,
     gen: u32,
     policy: SlowPolicy,
-    subs: Slab<Sub>,
+    subs: Slab<Sub<C>>,
     /// Local subscribers per encoding.
     enc_count: [u32; 2],
     /// Subscriptions sent to the owner and not answered yet.
@@ -226,7 +222,7 @@ struct Topic {
     owned: Option<Box<Owned>>,
 }
 
-impl Topic {
+impl<C> Topic<C> {
     fn name(&self) -> TopicName<'_> {
         // Names enter the table only after validation.
         TopicName::new(&self.name).unwrap_or_else(|_| unreachable_topic())
@@ -278,9 +274,9 @@ struct ConnSub {
     state: SubState,
 }
 
-struct ConnState {
+struct ConnState<C> {
     gen: u32,
-    conn: ConnRef,
+    conn: C,
     enc: Encoding,
     subs: Vec<ConnSub>,
     strikes: u32,
@@ -288,58 +284,45 @@ struct ConnState {
     access: access::Access,
 }
 
-/// The pub/sub [`Handler`] of one worker.
-pub struct PubSub {
+/// The pub/sub engine of one worker, generic over the handle `C` it keeps per connection
+/// (see [`Outbox`]). It never reads the clock: the entry points that need the time take it.
+pub(crate) struct Engine<C> {
     me: u32,
     workers: usize,
     set: Arc<Settings>,
-    inbox: Rc<InboxWake>,
-    out: Outboxes<Item>,
+    inbox: Rc<Inbox<Item>>,
+    mesh: Outboxes<Item>,
     backlog: Backlog<Item>,
-    topics: Slab<Topic>,
+    topics: Slab<Topic<C>>,
     by_name: HashMap<Arc<str>, usize>,
     next_gen: u32,
-    conns: HashMap<u32, ConnState>,
+    conns: HashMap<u32, ConnState<C>>,
     key_hasher: RandomState,
     stats: Arc<WorkerPubSubStats>,
     batch: Vec<Item>,
     tick: u64,
     /// Owner stamps of the messages fanned out to local subscribers in this wake, measured
-    /// when the worker has written them out ([`Handler::after_flush`]).
+    /// when the worker has written them out ([`Engine::record_latency`]).
     written: Vec<u64>,
     expiry: access::ExpiryQueue,
 }
 
-/// The worker's inbox as a [`Wakeup`] source.
-pub(crate) struct InboxWake(Inbox<Item>);
-
-impl Wakeup for InboxWake {
-    fn wait(self: Rc<Self>) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool>>> {
-        // `ready` resolves when items wait or every producer has gone; checked on this
-        // thread right after, an empty inbox means the latter.
-        Box::pin(async move {
-            self.0.ready().await;
-            !self.0.is_empty()
-        })
-    }
-}
-
-impl PubSub {
+impl<C: Link> Engine<C> {
     /// The engine of worker `me` of `workers`.
     pub(crate) fn new(
         me: usize,
         workers: usize,
         set: Arc<Settings>,
-        inbox: Inbox<Item>,
-        out: Outboxes<Item>,
+        inbox: Rc<Inbox<Item>>,
+        mesh: Outboxes<Item>,
         stats: Arc<WorkerPubSubStats>,
     ) -> Self {
-        PubSub {
+        Engine {
             me: me as u32,
             workers,
             set,
-            inbox: Rc::new(InboxWake(inbox)),
-            out,
+            inbox,
+            mesh,
             backlog: Backlog::new(workers, BACKLOG_LIMIT),
             topics: Slab::new(),
             by_name: HashMap::new(),
@@ -356,11 +339,11 @@ impl PubSub {
 
     // ----- the topic table -----
 
-    fn topic(&self, r: TopicRef) -> Option<&Topic> {
+    fn topic(&self, r: TopicRef) -> Option<&Topic<C>> {
         self.topics.get(r.0 as usize).filter(|t| t.gen == r.1)
     }
 
-    fn topic_mut(&mut self, r: TopicRef) -> Option<&mut Topic> {
+    fn topic_mut(&mut self, r: TopicRef) -> Option<&mut Topic<C>> {
         self.topics.get_mut(r.0 as usize).filter(|t| t.gen == r.1)
     }
 
@@ -421,7 +404,7 @@ impl PubSub {
     fn send(&mut self, worker: usize, item: Item) {
         self.stats.mesh_items.inc();
         let item = if self.backlog.len_for(worker) == 0 {
-            match self.out.push(worker, item) {
+            match self.mesh.push(worker, item) {
                 Ok(()) => return,
                 Err(MeshError::Full(item)) => item,
                 Err(MeshError::Closed(_)) => return,
@@ -429,7 +412,7 @@ impl PubSub {
         } else {
             item
         };
-        if let Err(MeshError::Full(_)) = self.backlog.send(&self.out, worker, item) {
+        if let Err(MeshError::Full(_)) = self.backlog.send(&self.mesh, worker, item) {
             self.stats.mesh_lost.inc();
             tracing::warn!(
                 worker = self.me,
@@ -439,22 +422,23 @@ impl PubSub {
         }
     }
 
-    fn drain_inbox(&mut self, ctx: &mut Ctx<'_>) {
+    fn drain_inbox(&mut self, out: &mut impl Outbox<Conn = C>, mut clock: impl FnMut() -> Time) {
         let mut batch = std::mem::take(&mut self.batch);
         let mut handled = 0;
         while handled < MAX_ITEMS_PER_WAKE {
-            match self.inbox.0.try_recv_batch(&mut batch, BATCH) {
+            match self.inbox.try_recv_batch(&mut batch, BATCH) {
                 Some(0) | None => break,
                 Some(n) => handled += n,
             }
+            let now = clock();
             for item in batch.drain(..) {
-                self.on_item(ctx, item);
+                self.on_item(out, now, item);
             }
         }
         self.batch = batch;
     }
 
-    fn on_item(&mut self, ctx: &mut Ctx<'_>, item: Item) {
+    fn on_item(&mut self, out: &mut impl Outbox<Conn = C>, now: Time, item: Item) {
         match item {
             Item::Publish(p) => {
                 let PubReq {
@@ -472,10 +456,10 @@ impl PubSub {
                 } else {
                     Payload::Bytes(&data)
                 };
-                let seq = self.publish_owned(ctx, &name, payload, Some(&data), key.as_deref());
-                self.reply_seq(ctx, reply, seq);
+                let seq = self.publish_owned(out, now, &name, payload, Some(&data), key.as_deref());
+                self.reply_seq(out, reply, seq);
             }
-            Item::Subscribe(req) => self.on_sub_req(ctx, *req),
+            Item::Subscribe(req) => self.on_sub_req(*req),
             Item::Unsubscribe { name, from, topic } => {
                 if let Some(&slot) = self.by_name.get(&name) {
                     let r = (slot as u32, self.topics[slot].gen);
@@ -485,7 +469,7 @@ impl PubSub {
                     self.maybe_release(r);
                 }
             }
-            Item::Subbed(reply) => self.on_subbed(ctx, *reply),
+            Item::Subbed(reply) => self.on_subbed(out, *reply),
             Item::Deliver {
                 topic,
                 seq,
@@ -495,20 +479,20 @@ impl PubSub {
             } => {
                 if let Some(t) = self.topic_mut(topic) {
                     t.last_seq = seq;
-                    if fan_out(ctx, t, &frames, key) {
+                    if fan_out(out, t, &frames, key) {
                         self.written.push(ts_us);
                     }
                 }
             }
             Item::Ack { conn, id, seq } => {
                 if let Some(st) = self.conn_state(conn) {
-                    let _ = ctx.send_reply(&st.conn, frames::ack(st.enc, &id, seq));
+                    let _ = out.send_reply(&st.conn, frames::ack(st.enc, &id, seq));
                 }
             }
         }
     }
 
-    fn conn_state(&self, id: ConnId) -> Option<&ConnState> {
+    fn conn_state(&self, id: ConnId) -> Option<&ConnState<C>> {
         self.conns.get(&id.key).filter(|s| s.gen == id.gen)
     }
 
@@ -517,7 +501,8 @@ impl PubSub {
     /// Give the next seq of a topic this worker owns to a message, keep it, and fan it out.
     fn publish_owned(
         &mut self,
-        ctx: &mut Ctx<'_>,
+        out: &mut impl Outbox<Conn = C>,
+        now: Time,
         name: &str,
         data: Payload<'_>,
         stored: Option<&Bytes>,
@@ -529,7 +514,7 @@ impl PubSub {
         let tick = self.tick;
         let Some(t) = self.topic_mut(r) else { return 0 };
         let want = t.encodings_wanted();
-        let ts_us = now_us();
+        let ts_us = now.unix_us();
         let name_ref = t.name.clone();
         let topic = TopicName::new(&name_ref).unwrap_or_else(|_| unreachable_topic());
         let o = t.owned.get_or_insert_with(Box::default);
@@ -560,7 +545,7 @@ impl PubSub {
             );
         }
         t.last_seq = seq;
-        let local = fan_out(ctx, t, &frames, key);
+        let local = fan_out(out, t, &frames, key);
         let remotes = t.owned.as_ref().map_or(0, |o| o.remote.len());
         if local {
             self.written.push(ts_us);
@@ -588,7 +573,7 @@ impl PubSub {
         seq
     }
 
-    fn reply_seq(&mut self, ctx: &mut Ctx<'_>, reply: Reply, seq: u64) {
+    fn reply_seq(&mut self, out: &mut impl Outbox<Conn = C>, reply: Reply, seq: u64) {
         match reply {
             Reply::None => {}
             Reply::Admin(tx) => {
@@ -596,7 +581,7 @@ impl PubSub {
             }
             Reply::Client { worker, conn, id } if worker == self.me => {
                 if let Some(st) = self.conn_state(conn) {
-                    let _ = ctx.send_reply(&st.conn, frames::ack(st.enc, &id, seq));
+                    let _ = out.send_reply(&st.conn, frames::ack(st.enc, &id, seq));
                 }
             }
             Reply::Client { worker, conn, id } => {
@@ -635,7 +620,7 @@ impl PubSub {
         (seq, replay)
     }
 
-    fn on_sub_req(&mut self, _ctx: &mut Ctx<'_>, req: SubReq) {
+    fn on_sub_req(&mut self, req: SubReq) {
         let r = self.entry(&req.name);
         let bit = 1u8 << frames::index(req.enc);
         if let Some(o) = self.topics[r.0 as usize].owned.as_mut() {
@@ -662,7 +647,7 @@ impl PubSub {
     // ----- subscriber side -----
 
     /// Add `conn` to the topic's local subscribers; returns the slab key.
-    fn attach(&mut self, r: TopicRef, st_conn: &ConnRef, enc: Encoding) -> Option<usize> {
+    fn attach(&mut self, r: TopicRef, st_conn: &C, enc: Encoding) -> Option<usize> {
         let t = self.topic_mut(r)?;
         t.enc_count[frames::index(enc)] += 1;
         Some(t.subs.insert(Sub {
@@ -683,8 +668,8 @@ impl PubSub {
     /// Send `subbed` and the replay (or `reset`) to a new subscriber.
     fn welcome(
         &mut self,
-        ctx: &mut Ctx<'_>,
-        conn: &ConnRef,
+        out: &mut impl Outbox<Conn = C>,
+        conn: &C,
         enc: Encoding,
         r: TopicRef,
         (seq, replay): (u64, Replay),
@@ -693,18 +678,18 @@ impl PubSub {
         let Some(t) = self.topic(r) else { return };
         let topic = t.name();
         let (gen, policy) = (t.gen, t.policy);
-        let _ = ctx.send_reply(conn, frames::subbed(enc, topic, seq, id));
+        let _ = out.send_reply(conn, frames::subbed(enc, topic, seq, id));
         match replay {
             Replay::Nothing => {}
             Replay::Reset => {
                 self.stats.resets.inc();
-                let _ = ctx.send_reply(conn, frames::reset(enc, topic, seq));
+                let _ = out.send_reply(conn, frames::reset(enc, topic, seq));
             }
             Replay::Frames(list) => {
                 for (frame, key) in list {
                     self.stats.replayed.inc();
                     let key = key.map(|k| ConflationKey::new(gen, k));
-                    if ctx.offer(conn, frame, key, policy).is_err() {
+                    if out.offer(conn, frame, key, policy).is_err() {
                         break;
                     }
                 }
@@ -712,7 +697,7 @@ impl PubSub {
         }
     }
 
-    fn on_subbed(&mut self, ctx: &mut Ctx<'_>, reply: SubReply) {
+    fn on_subbed(&mut self, out: &mut impl Outbox<Conn = C>, reply: SubReply) {
         let r = reply.topic;
         let Some(t) = self.topic_mut(r) else { return };
         t.pending = t.pending.saturating_sub(1);
@@ -742,7 +727,7 @@ impl PubSub {
             SubState::Pending { id, then } => (id, then),
             SubState::Active(_) => (None, Vec::new()),
         };
-        self.welcome(ctx, &conn, enc, r, (reply.seq, reply.replay), id.as_ref());
+        self.welcome(out, &conn, enc, r, (reply.seq, reply.replay), id.as_ref());
         if then.is_empty() {
             return;
         }
@@ -753,13 +738,13 @@ impl PubSub {
         for d in then {
             let r = self.entry(&name);
             match d {
-                Deferred::Sub(id) => self.sub(ctx, conn_id, r, None, id),
-                Deferred::Unsub(why) => self.unsub(ctx, conn_id, r, why),
+                Deferred::Sub(id) => self.sub(out, conn_id, r, None, id),
+                Deferred::Unsub(why) => self.unsub(out, conn_id, r, why),
             }
         }
     }
 
-    fn strike(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
+    fn strike(&mut self, out: &mut impl Outbox<Conn = C>, id: ConnId) {
         self.stats.client_errors.inc();
         let tick = self.tick;
         let Some(st) = self.conns.get_mut(&id.key).filter(|s| s.gen == id.gen) else {
@@ -773,21 +758,21 @@ impl PubSub {
         if st.strikes >= MAX_STRIKES {
             self.stats.error_closes.inc();
             let conn = st.conn.clone();
-            ctx.close_now(&conn, CloseCode::POLICY, "too many errors");
+            out.close_now(&conn, CloseCode::POLICY, "too many errors");
         }
     }
 
-    fn refuse(&mut self, ctx: &mut Ctx<'_>, id: ConnId, frame: Bytes) {
+    fn refuse(&mut self, out: &mut impl Outbox<Conn = C>, id: ConnId, frame: Bytes) {
         if let Some(st) = self.conn_state(id) {
-            let _ = ctx.send_reply(&st.conn, frame);
+            let _ = out.send_reply(&st.conn, frame);
         }
-        self.strike(ctx, id);
+        self.strike(out, id);
     }
 
     /// A `sub` for the topic `r` (already in the table) from connection `id`.
     fn sub(
         &mut self,
-        ctx: &mut Ctx<'_>,
+        out: &mut impl Outbox<Conn = C>,
         id: ConnId,
         r: TopicRef,
         since: Option<u64>,
@@ -805,7 +790,7 @@ impl PubSub {
                     if let Some(t) = self.topics.get(r.0 as usize).filter(|t| t.gen == r.1) {
                         let seq = t.owned.as_ref().map_or(t.last_seq, |o| o.seq);
                         let f = frames::subbed(enc, t.name(), seq, req_id.as_ref());
-                        let _ = ctx.send_reply(&conn, f);
+                        let _ = out.send_reply(&conn, f);
                     }
                 }
             }
@@ -819,7 +804,7 @@ impl PubSub {
                 "this connection holds the most subscriptions allowed",
             );
             self.maybe_release(r);
-            return self.refuse(ctx, id, f);
+            return self.refuse(out, id, f);
         }
         let Some(t) = self.topics.get_mut(r.0 as usize).filter(|t| t.gen == r.1) else {
             return;
@@ -836,7 +821,7 @@ impl PubSub {
                 });
             }
             let joined = self.join(r, since, enc);
-            self.welcome(ctx, &conn, enc, r, joined, req_id.as_ref());
+            self.welcome(out, &conn, enc, r, joined, req_id.as_ref());
             return;
         }
         t.pending += 1;
@@ -865,7 +850,7 @@ impl PubSub {
     }
 
     /// End connection `id`'s subscription to topic `r`, and say so with an `unsubbed`.
-    fn unsub(&mut self, ctx: &mut Ctx<'_>, id: ConnId, r: TopicRef, why: Ending) {
+    fn unsub(&mut self, out: &mut impl Outbox<Conn = C>, id: ConnId, r: TopicRef, why: Ending) {
         let Some(st) = self.conns.get_mut(&id.key).filter(|s| s.gen == id.gen) else {
             return;
         };
@@ -891,7 +876,7 @@ impl PubSub {
                     frames::revoked(enc, t.name())
                 }
             };
-            let _ = ctx.send_reply(&conn, frame);
+            let _ = out.send_reply(&conn, frame);
         }
         if let Some(key) = detach {
             self.stats.subscriptions.dec();
@@ -903,7 +888,8 @@ impl PubSub {
 
     fn publish(
         &mut self,
-        ctx: &mut Ctx<'_>,
+        out: &mut impl Outbox<Conn = C>,
+        now: Time,
         id: ConnId,
         topic: TopicName<'_>,
         data: Payload<'_>,
@@ -913,10 +899,10 @@ impl PubSub {
         self.stats.publishes_in.inc();
         let owner = owner_of(topic.as_str(), self.workers);
         if owner == self.me as usize {
-            let seq = self.publish_owned(ctx, topic.as_str(), data, None, key);
+            let seq = self.publish_owned(out, now, topic.as_str(), data, None, key);
             if let Some(req_id) = req_id {
                 self.reply_seq(
-                    ctx,
+                    out,
                     Reply::Client {
                         worker: self.me,
                         conn: id,
@@ -951,7 +937,7 @@ impl PubSub {
         );
     }
 
-    fn on_op(&mut self, ctx: &mut Ctx<'_>, id: ConnId, op: ClientOp<'_>) {
+    fn on_op(&mut self, out: &mut impl Outbox<Conn = C>, now: Time, id: ConnId, op: ClientOp<'_>) {
         match op {
             ClientOp::Sub {
                 topic,
@@ -963,22 +949,22 @@ impl PubSub {
                         .conn_state(id)
                         .is_some_and(|s| s.access.may_subscribe(topic.as_str()))
                 {
-                    return self.forbid(ctx, id, req_id.as_ref(), "subscribe to");
+                    return self.forbid(out, id, req_id.as_ref(), "subscribe to");
                 }
                 let r = self.entry(topic.as_str());
-                self.sub(ctx, id, r, since, req_id.map(Id::into_owned));
+                self.sub(out, id, r, since, req_id.map(Id::into_owned));
             }
             ClientOp::Unsub { topic, id: req_id } => {
                 let req_id = req_id.map(Id::into_owned);
                 match self.by_name.get(topic.as_str()) {
                     Some(&slot) => {
                         let r = (slot as u32, self.topics[slot].gen);
-                        self.unsub(ctx, id, r, Ending::Asked(req_id));
+                        self.unsub(out, id, r, Ending::Asked(req_id));
                     }
                     None => {
                         if let Some(st) = self.conn_state(id) {
                             let f = frames::unsubbed(st.enc, topic, req_id.as_ref());
-                            let _ = ctx.send_reply(&st.conn, f);
+                            let _ = out.send_reply(&st.conn, f);
                         }
                     }
                 }
@@ -990,7 +976,7 @@ impl PubSub {
                     .conn_state(id)
                     .is_some_and(|s| s.access.may_publish(topic.as_str())) =>
             {
-                self.forbid(ctx, id, req_id.as_ref(), "publish to")
+                self.forbid(out, id, req_id.as_ref(), "publish to")
             }
             ClientOp::Pub {
                 topic,
@@ -998,7 +984,8 @@ impl PubSub {
                 key,
                 id: req_id,
             } => self.publish(
-                ctx,
+                out,
+                now,
                 id,
                 topic,
                 data,
@@ -1057,27 +1044,35 @@ impl PubSub {
 /// Offer a message's frame to every local subscriber of `t`: a reference count each (the
 /// compressed variant for subscribers that negotiated permessage-deflate, made once).
 /// Returns whether there was any.
-fn fan_out(ctx: &mut Ctx<'_>, t: &Topic, frames: &Frames, key: Option<u64>) -> bool {
+fn fan_out<O: Outbox>(out: &mut O, t: &Topic<O::Conn>, frames: &Frames, key: Option<u64>) -> bool {
     let key = key.map(|k| ConflationKey::new(t.gen, k));
     let mut deflated = frames::Deflated::default();
     for (_, sub) in t.subs.iter() {
         if let Some(frame) = frames.get(sub.enc) {
             let frame = match sub.conn.deflate_window() {
                 None => frame.clone(),
-                Some(bits) => deflated.get(ctx, sub.enc, bits, frame),
+                Some(bits) => deflated.get(sub.enc, bits, frame, |f, b| out.deflate_frame(f, b)),
             };
-            let _ = ctx.offer(&sub.conn, frame, key, t.policy);
+            let _ = out.offer(&sub.conn, frame, key, t.policy);
         }
     }
     !t.subs.is_empty()
 }
 
-impl Handler for PubSub {
-    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, info: &OpenInfo<'_>) {
-        let Some(c) = ctx.conn_ref(conn) else { return };
+/// The entry points: the [`Handler`](crate::server::Handler) callbacks, with the time
+/// passed in by the caller.
+impl<C: Link> Engine<C> {
+    /// A connection completed its handshake.
+    pub(crate) fn on_open<O: Outbox<Conn = C>>(
+        &mut self,
+        out: &mut O,
+        conn: ConnId,
+        info: &OpenInfo<'_>,
+    ) {
+        let Some(c) = out.conn(conn) else { return };
         let enc = Encoding::from_subprotocol(info.protocol).unwrap_or(Encoding::Json);
         let identity = info.identity.cloned();
-        let access = access::Access::new(identity, ctx.token_leeway(), &self.set.rate, self.tick);
+        let access = access::Access::new(identity, out.token_leeway(), &self.set.rate, self.tick);
         let st = ConnState {
             gen: conn.gen,
             conn: c,
@@ -1091,11 +1086,18 @@ impl Handler for PubSub {
         self.conns.insert(conn.key, st);
     }
 
-    fn on_message(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, msg: Message<'_>) {
+    /// A message from `conn` arrived at `now` (the stamp of a message it publishes here).
+    pub(crate) fn on_message<O: Outbox<Conn = C>>(
+        &mut self,
+        out: &mut O,
+        now: Time,
+        conn: ConnId,
+        msg: Message<'_>,
+    ) {
         let Some(enc) = self.conn_state(conn).map(|s| s.enc) else {
             return;
         };
-        if !self.admit_message(ctx, conn, &msg) {
+        if !self.admit_message(out, conn, &msg) {
             return;
         }
         let (op, err_id) = match msg {
@@ -1109,13 +1111,14 @@ impl Handler for PubSub {
             },
         };
         match op {
-            Ok(op) => self.on_op(ctx, conn, op),
-            Err(wire::WireError::BadOp(_)) if self.try_auth(ctx, conn, &msg) => {}
-            Err(e) => self.refuse(ctx, conn, frames::error(enc, err_id.as_ref(), &e)),
+            Ok(op) => self.on_op(out, now, conn, op),
+            Err(wire::WireError::BadOp(_)) if self.try_auth(out, conn, &msg) => {}
+            Err(e) => self.refuse(out, conn, frames::error(enc, err_id.as_ref(), &e)),
         }
     }
 
-    fn on_close(&mut self, _ctx: &mut Ctx<'_>, conn: ConnId, _code: Option<CloseCode>) {
+    /// A connection that had opened ended: its subscriptions end with it.
+    pub(crate) fn on_close(&mut self, conn: ConnId) {
         let Some(st) = self.conns.remove(&conn.key) else {
             return;
         };
@@ -1133,29 +1136,39 @@ impl Handler for PubSub {
         }
     }
 
-    fn wakeup(&mut self) -> Option<Rc<dyn Wakeup>> {
-        Some(self.inbox.clone())
+    /// Handle what other workers sent (at most [`MAX_ITEMS_PER_WAKE`] items), then push out
+    /// what this worker has for them. `clock` is read once per non-empty batch of up to 256
+    /// items: the `ts` of the messages this worker owns and publishes from that batch.
+    pub(crate) fn on_wake<O: Outbox<Conn = C>>(
+        &mut self,
+        out: &mut O,
+        clock: impl FnMut() -> Time,
+    ) {
+        self.drain_inbox(out, clock);
+        self.backlog.flush(&self.mesh);
+        self.mesh.flush();
     }
 
-    fn on_wake(&mut self, ctx: &mut Ctx<'_>) {
-        self.drain_inbox(ctx);
-        self.backlog.flush(&self.out);
-        self.out.flush();
+    /// Whether messages were fanned out to local subscribers since the last
+    /// [`record_latency`](Self::record_latency).
+    pub(crate) fn has_written(&self) -> bool {
+        !self.written.is_empty()
     }
 
-    fn after_flush(&mut self, _ctx: &mut Ctx<'_>) {
-        if self.written.is_empty() {
-            return;
-        }
-        let now = now_us();
+    /// The worker has written out what the wake queued, at `now`: record each fanned-out
+    /// message's publish-to-write latency.
+    pub(crate) fn record_latency(&mut self, now: Time) {
+        let now = now.unix_us();
         for ts in self.written.drain(..) {
             self.stats.latency.record(now.saturating_sub(ts));
         }
     }
 
-    fn on_tick(&mut self, ctx: &mut Ctx<'_>) {
+    /// The 100 ms timer ticked at `now`: close connections whose token expired, and sweep
+    /// idle topics and old history every second of ticks.
+    pub(crate) fn on_tick<O: Outbox<Conn = C>>(&mut self, out: &mut O, now: Time) {
         self.tick += 1;
-        self.expire_tokens(ctx);
+        self.expire_tokens(out, now);
         if self.tick % SWEEP_TICKS == 0 {
             self.sweep();
         }
