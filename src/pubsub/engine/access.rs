@@ -5,7 +5,10 @@
 
 use std::{cmp::Reverse, collections::BinaryHeap, sync::Arc};
 
-use super::{ConnState, Ending, Engine, Link, Outbox, Time, TopicRef};
+use super::{
+    client::{ConnState, Ending},
+    Engine, Link, Outbox, Time, TopicRef,
+};
 use crate::{
     auth::{AuthError, Identity},
     guard::{BucketShape, TokenBucket},
