@@ -33,6 +33,9 @@ mod outbox;
 mod owner;
 mod topics;
 
+#[cfg(test)]
+mod tests;
+
 pub use access::{RateSettings, RATE_DROPS_BEFORE_CLOSE};
 pub use handler::PubSub;
 pub(crate) use mesh::{Item, PubReq, Reply};
