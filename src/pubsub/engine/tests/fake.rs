@@ -256,11 +256,17 @@ impl World {
 
     /// Connection `id` of worker `w` sends `text`; then the mesh settles.
     pub(super) fn send(&mut self, w: usize, id: ConnId, text: &str) {
+        self.send_unsettled(w, id, text);
+        self.settle();
+    }
+
+    /// Connection `id` of worker `w` sends `text`; other workers have not seen what it
+    /// causes yet.
+    pub(super) fn send_unsettled(&mut self, w: usize, id: ConnId, text: &str) {
         let now = self.now;
         let n = &mut self.nodes[w];
         n.engine
             .on_message(&mut n.conns, now, id, Message::Text(text));
-        self.settle();
     }
 
     /// Wake every worker until no inbox holds anything.

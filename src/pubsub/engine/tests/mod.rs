@@ -434,3 +434,69 @@ fn publish_to_write_latency_is_measured_against_the_time_passed_in() {
     assert_eq!(snap.buckets.iter().sum::<u64>(), 1);
     assert_eq!(snap.sum_us, 250, "the stamp was T0, written at T0 + 250 µs");
 }
+
+#[test]
+fn requests_behind_a_pending_remote_subscription_run_in_order() {
+    let topic = topic_owned_by(1, 2);
+    let mut w = World::new(2, settings(), BIG);
+    let (c, p) = (w.open(0), w.open(1));
+    let sub = format!(r#"{{"op":"sub","topic":"{topic}","id":1}}"#);
+    let unsub = format!(r#"{{"op":"unsub","topic":"{topic}","id":2}}"#);
+    let sub_again = format!(r#"{{"op":"sub","topic":"{topic}","id":3}}"#);
+    // All three before the owner answers the first.
+    w.send_unsettled(0, c, &sub);
+    w.send_unsettled(0, c, &unsub);
+    w.send_unsettled(0, c, &sub_again);
+    assert!(w.take(0, c).is_empty(), "nothing until the owner answers");
+    w.settle();
+    assert_eq!(
+        w.take(0, c),
+        [
+            json!({"op":"subbed","topic":topic,"seq":0,"id":1}),
+            json!({"op":"unsubbed","topic":topic,"id":2}),
+            json!({"op":"subbed","topic":topic,"seq":0,"id":3}),
+        ]
+    );
+    w.send(1, p, &pub_json(&topic, 7));
+    assert_eq!(
+        msg_seqs(&w.take(0, c), &topic),
+        [1],
+        "subscribed in the end"
+    );
+    assert_eq!(w.nodes[0].stats.subscriptions.get(), 1);
+    // Closing while a subscription is pending: the owner's answer finds it gone.
+    let d = w.open(0);
+    w.send_unsettled(0, d, &sub);
+    w.close(0, d);
+    w.send(1, p, &pub_json(&topic, 8));
+    assert_eq!(msg_seqs(&w.take(0, c), &topic), [2]);
+    assert_eq!(w.nodes[0].stats.subscriptions.get(), 1);
+}
+
+#[test]
+fn refused_messages_strike_until_the_connection_is_closed() {
+    let mut w = World::new(1, settings(), BIG);
+    let c = w.open(0);
+    for i in 1..super::MAX_STRIKES {
+        w.send(0, c, r#"{"op":"sub","topic":"bad..name","id":1}"#);
+        let got = w.take(0, c);
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            (op(&got[0]), &got[0]["code"]),
+            ("err", &json!("bad_topic")),
+            "{i}"
+        );
+    }
+    // Strikes older than the window are forgotten.
+    w.tick(super::STRIKE_WINDOW_TICKS + 1);
+    w.send(0, c, "not json");
+    assert_eq!(w.nodes[0].conns.closed(c), None);
+    for _ in 1..super::MAX_STRIKES {
+        w.send(0, c, "not json");
+    }
+    assert_eq!(
+        w.nodes[0].conns.closed(c),
+        Some((CloseCode::POLICY, "too many errors".into()))
+    );
+    assert_eq!(w.nodes[0].stats.error_closes.get(), 1);
+}
