@@ -14,9 +14,9 @@
 //! **Time.** The engine never reads the clock or touches a socket: it sends through an
 //! [`Outbox`] (the worker's [`Ctx`](crate::server::Ctx), or a fake in tests) and every
 //! entry point that needs the wall-clock time is handed a [`Time`]. Coarse ages (history,
-//! strikes, rate buckets) count the 100 ms ticks of [`Engine::on_tick`].
+//! strikes, rate buckets) count the 100 ms ticks of `Engine::on_tick`.
 //!
-//! - `mod.rs`: [`Settings`], topic ownership, the [`Engine`] and its entry points;
+//! - `mod.rs`: [`Settings`], topic ownership, the `Engine` and its entry points;
 //! - `topics`: the topic table and the fan-out of one message to local subscribers;
 //! - `owner`: what the owner of a topic does (seq, history, resume, remote workers);
 //! - `client`: a connection's subscriptions and its `sub`, `unsub` and `pub` ops;
