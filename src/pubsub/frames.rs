@@ -7,10 +7,7 @@ use super::{
     wire::{self, Encoding, Id, Payload, WireError},
     TopicName,
 };
-use crate::{
-    proto::{encode_header, OpCode},
-    server::Ctx,
-};
+use crate::proto::{encode_header, OpCode};
 
 /// Largest header of an unmasked server frame.
 const MAX_HEAD: usize = 10;
@@ -40,12 +37,19 @@ pub struct Deflated(Vec<(Encoding, u8, Option<Bytes>)>);
 impl Deflated {
     /// The frame to send to a subscriber with encoding `enc` and server window `bits`: the
     /// compressed variant of `plain`, or `plain` itself when compressing does not pay
-    /// (under the threshold, or no smaller).
-    pub fn get(&mut self, ctx: &mut Ctx<'_>, enc: Encoding, bits: u8, plain: &Bytes) -> Bytes {
+    /// (under the threshold, or no smaller). `deflate` compresses a frame for a window (see
+    /// [`Ctx::deflate_frame`](crate::server::Ctx::deflate_frame)); it runs once per variant.
+    pub fn get(
+        &mut self,
+        enc: Encoding,
+        bits: u8,
+        plain: &Bytes,
+        deflate: impl FnOnce(&Bytes, u8) -> Option<Bytes>,
+    ) -> Bytes {
         let z = match self.0.iter().find(|(e, b, _)| *e == enc && *b == bits) {
             Some((_, _, z)) => z.clone(),
             None => {
-                let z = ctx.deflate_frame(plain, bits);
+                let z = deflate(plain, bits);
                 self.0.push((enc, bits, z.clone()));
                 z
             }

@@ -3,9 +3,12 @@
 //! (`rate_limited`, then close 1008 "rate limit"), token expiry timers (close 1008 "token
 //! expired"), and the `auth` op that refreshes a token over the open connection.
 
-use std::{cmp::Reverse, collections::BinaryHeap, sync::Arc, time::SystemTime};
+use std::{cmp::Reverse, collections::BinaryHeap, sync::Arc};
 
-use super::{ConnState, Ending, PubSub, TopicRef};
+use super::{
+    client::{ConnState, Ending},
+    Engine, Link, Outbox, Time, TopicRef,
+};
 use crate::{
     auth::{AuthError, Identity},
     guard::{BucketShape, TokenBucket},
@@ -14,7 +17,7 @@ use crate::{
         frames,
         wire::{self, AuthOp, Encoding, Id},
     },
-    server::{ConnId, Ctx, Message},
+    server::{ConnId, Message},
 };
 
 /// Dropped messages after which a connection that keeps sending over its rate is closed
@@ -181,13 +184,6 @@ impl ExpiryQueue {
     }
 }
 
-/// Seconds since the Unix epoch.
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// The length of a message as the byte rate counts it.
 pub(crate) fn msg_len(msg: &Message<'_>) -> usize {
     match msg {
@@ -196,11 +192,11 @@ pub(crate) fn msg_len(msg: &Message<'_>) -> usize {
     }
 }
 
-impl PubSub {
+impl<C: Link> Engine<C> {
     /// Apply the rate limits to a message from `conn`; `false` when it must not be handled.
     pub(super) fn admit_message(
         &mut self,
-        ctx: &mut Ctx<'_>,
+        out: &mut impl Outbox<Conn = C>,
         conn: ConnId,
         msg: &Message<'_>,
     ) -> bool {
@@ -227,7 +223,7 @@ impl PubSub {
                         "rate_limited",
                         "over this connection's message rate; messages are dropped",
                     );
-                    let _ = ctx.send_reply(&st.conn, f);
+                    let _ = out.send_reply(&st.conn, f);
                 }
                 false
             }
@@ -235,7 +231,7 @@ impl PubSub {
                 self.stats.rate_limited.inc();
                 self.stats.closed_rate_limit.inc();
                 let c = st.conn.clone();
-                ctx.close_now(&c, CloseCode::POLICY, "rate limit");
+                out.close_now(&c, CloseCode::POLICY, "rate limit");
                 false
             }
         }
@@ -244,7 +240,7 @@ impl PubSub {
     /// Refuse an op on `topic` that the connection's token does not allow.
     pub(super) fn forbid(
         &mut self,
-        ctx: &mut Ctx<'_>,
+        out: &mut impl Outbox<Conn = C>,
         conn: ConnId,
         id: Option<&Id<'_>>,
         what: &str,
@@ -254,12 +250,17 @@ impl PubSub {
             return;
         };
         let msg = format!("this connection may not {what} this topic");
-        self.refuse(ctx, conn, frames::err(enc, id, "forbidden", &msg));
+        self.refuse(out, conn, frames::err(enc, id, "forbidden", &msg));
     }
 
     /// The message was not a `sub`, `unsub` or `pub`: handle it if it is an `auth` op.
     /// Returns `false` when it is not one.
-    pub(super) fn try_auth(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, msg: &Message<'_>) -> bool {
+    pub(super) fn try_auth(
+        &mut self,
+        out: &mut impl Outbox<Conn = C>,
+        conn: ConnId,
+        msg: &Message<'_>,
+    ) -> bool {
         let op = match msg {
             Message::Text(t) => wire::decode_auth_json(t),
             Message::Binary(b) => wire::decode_auth_binary(b),
@@ -279,19 +280,25 @@ impl PubSub {
                     Message::Text(t) => wire::error_id_json(t).map(Id::into_owned),
                     Message::Binary(_) => None,
                 };
-                self.refuse(ctx, conn, frames::error(enc, id.as_ref(), &e));
+                self.refuse(out, conn, frames::error(enc, id.as_ref(), &e));
                 true
             }
             Some(Ok(op)) => {
-                self.refresh(ctx, conn, enc, op);
+                self.refresh(out, conn, enc, op);
                 true
             }
         }
     }
 
-    fn refresh(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, enc: Encoding, op: AuthOp<'_>) {
-        let leeway = ctx.token_leeway();
-        let result = ctx.verify_token(&op.token).and_then(|identity| {
+    fn refresh(
+        &mut self,
+        out: &mut impl Outbox<Conn = C>,
+        conn: ConnId,
+        enc: Encoding,
+        op: AuthOp<'_>,
+    ) {
+        let leeway = out.token_leeway();
+        let result = out.verify_token(&op.token).and_then(|identity| {
             let st = self.conn_state(conn).ok_or(AuthError::Disabled)?;
             match &st.access.identity {
                 Some(old) if old.user != identity.user => Err(AuthError::OtherUser),
@@ -309,7 +316,7 @@ impl PubSub {
                     _ => "unauthorized",
                 };
                 let f = frames::err(enc, id, code, &e.to_string());
-                return self.refuse(ctx, conn, f);
+                return self.refuse(out, conn, f);
             }
         };
         self.stats.auth_refreshed.inc();
@@ -335,25 +342,25 @@ impl PubSub {
                 .topic(r)
                 .is_some_and(|t| !identity.subscribe.allows(t.name().as_str()));
             if forbidden {
-                self.unsub(ctx, conn, r, Ending::Revoked);
+                self.unsub(out, conn, r, Ending::Revoked);
             }
         }
-        let _ = ctx.send_reply(&reply_to, frames::authed(enc, exp.unwrap_or(0), id));
+        let _ = out.send_reply(&reply_to, frames::authed(enc, exp.unwrap_or(0), id));
     }
 
     /// Start tracking a new connection's token deadline.
-    pub(super) fn track_expiry(&mut self, conn: ConnId, st: &ConnState) {
+    pub(super) fn track_expiry(&mut self, conn: ConnId, st: &ConnState<C>) {
         if let Some(d) = st.access.deadline {
             self.expiry.push(d, conn);
         }
     }
 
     /// Close every connection whose token deadline has passed without a refresh.
-    pub(super) fn expire_tokens(&mut self, ctx: &mut Ctx<'_>) {
+    pub(super) fn expire_tokens(&mut self, out: &mut impl Outbox<Conn = C>, now: Time) {
         if self.expiry.len() == 0 {
             return;
         }
-        let now = unix_now();
+        let now = now.unix_secs();
         while let Some((at, id)) = self.expiry.pop_due(now) {
             let Some(st) = self.conn_state(id) else {
                 continue;
@@ -363,7 +370,7 @@ impl PubSub {
             }
             self.stats.closed_token_expired.inc();
             let c = st.conn.clone();
-            ctx.close_now(&c, CloseCode::POLICY, "token expired");
+            out.close_now(&c, CloseCode::POLICY, "token expired");
         }
     }
 }
