@@ -470,3 +470,6 @@ fn is_http_token(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod doc_tests;
