@@ -40,7 +40,10 @@ fn tables(header: &str) -> Vec<Vec<String>> {
             rows.push(row);
         }
     }
-    assert!(!rows.is_empty(), "no table headed {header:?} in docs/configuration.md");
+    assert!(
+        !rows.is_empty(),
+        "no table headed {header:?} in docs/configuration.md"
+    );
     rows
 }
 
@@ -69,7 +72,11 @@ fn settings_tables_match_the_declarations() {
     for s in &settings {
         let key = doc_key(s);
         let found: Vec<&Vec<String>> = rows.iter().filter(|r| r[0] == key).collect();
-        assert_eq!(found.len(), 1, "{key} should have one row in docs/configuration.md");
+        assert_eq!(
+            found.len(),
+            1,
+            "{key} should have one row in docs/configuration.md"
+        );
         let row = found[0];
         assert_eq!(row[1], format!("`{}`", s.env), "{key}: variable");
         let flag = format!("`--{}", s.flag);
@@ -150,6 +157,10 @@ fn help_shows_each_declared_default_and_variable() {
     let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
     for s in Config::settings() {
         let want = format!("[default: {}] [env: {}]", s.default, s.env);
-        assert!(help.contains(&want), "--{}: {want} missing from --help", s.flag);
+        assert!(
+            help.contains(&want),
+            "--{}: {want} missing from --help",
+            s.flag
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! The one `Config`: built-in defaults, then a TOML file (`--config`), then environment
 //! variables (`CORECAST_*`), then command-line flags; validated before anything starts.
 //!
-//! Every setting is declared once, in a [`settings!`](declare) table (the top level here,
+//! Every setting is declared once, in a `settings!` table (`declare.rs`; the top level here,
 //! `[auth]` and `[limits]` in `guard`): the entry gives the field, default, help and check,
 //! and the struct, its TOML table, flag, variable and docs row follow from it. `kinds` says how
 //! each kind of value (size, duration, list, ...) is parsed and shown. This module imports

@@ -1,3 +1,6 @@
+//! Unit tests of the layering (defaults, file, environment, flags), the parsers, `--help` and
+//! validation.
+
 use std::{collections::HashMap, fmt};
 
 use super::*;
