@@ -11,6 +11,8 @@
 //! - [`config`]: the one `Config` (defaults, TOML, environment, CLI).
 //! - [`auth`]: JWT verification, identities and topic permissions, the origin allowlist.
 //! - [`guard`]: admission control before the upgrade (per-IP, per-user, handshake rate).
+//! - [`names`]: the grammars of topic names and origin patterns (a leaf: config, auth and
+//!   pubsub all read it).
 //!
 //! Embedding: build a [`Server`] with a [`Handler`] and run it.
 #![warn(missing_docs)]
@@ -21,6 +23,7 @@ pub mod config;
 pub mod connection;
 pub mod fanout;
 pub mod guard;
+pub mod names;
 pub mod proto;
 pub mod pubsub;
 pub mod queue;

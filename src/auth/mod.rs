@@ -10,10 +10,9 @@
 
 mod identity;
 mod jwt;
-mod origin;
 mod token;
 
+pub use crate::names::origin::{OriginAllowlist, OriginPatternError};
 pub use identity::{Identity, TopicPatterns};
 pub use jwt::{AuthError, KeySetupError, Verifier};
-pub use origin::{OriginAllowlist, OriginPatternError};
 pub use token::{token_from_request, TOKEN_PROTOCOL_PREFIX};
