@@ -815,7 +815,7 @@ impl PubSub {
             let f = frames::err(
                 enc,
                 req_id.as_ref(),
-                "too_many_subscriptions",
+                wire::ErrorCode::TooManySubscriptions,
                 "this connection holds the most subscriptions allowed",
             );
             self.maybe_release(r);

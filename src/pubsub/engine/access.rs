@@ -224,7 +224,7 @@ impl PubSub {
                     let f = frames::err(
                         st.enc,
                         id.as_ref(),
-                        "rate_limited",
+                        wire::ErrorCode::RateLimited,
                         "over this connection's message rate; messages are dropped",
                     );
                     let _ = ctx.send_reply(&st.conn, f);
@@ -254,7 +254,11 @@ impl PubSub {
             return;
         };
         let msg = format!("this connection may not {what} this topic");
-        self.refuse(ctx, conn, frames::err(enc, id, "forbidden", &msg));
+        self.refuse(
+            ctx,
+            conn,
+            frames::err(enc, id, wire::ErrorCode::Forbidden, &msg),
+        );
     }
 
     /// The message was not a `sub`, `unsub` or `pub`: handle it if it is an `auth` op.
@@ -304,9 +308,9 @@ impl PubSub {
             Err(e) => {
                 self.stats.auth_refused.inc();
                 let code = match e {
-                    AuthError::Disabled => "bad_op",
-                    AuthError::OtherUser => "forbidden",
-                    _ => "unauthorized",
+                    AuthError::Disabled => wire::ErrorCode::BadOp,
+                    AuthError::OtherUser => wire::ErrorCode::Forbidden,
+                    _ => wire::ErrorCode::Unauthorized,
                 };
                 let f = frames::err(enc, id, code, &e.to_string());
                 return self.refuse(ctx, conn, f);

@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 
 use super::json::check_depth;
 use super::ops::{check_id_str, check_key, check_size, check_token};
-use super::{AuthOp, ClientOp, Id, Payload, WireBuf, WireError, MAX_ENVELOPE_BYTES};
+use super::{AuthOp, ClientOp, ErrorCode, Id, Payload, WireBuf, WireError, MAX_ENVELOPE_BYTES};
 use crate::pubsub::topic_name::TopicName;
 
 /// Client op: subscribe.
@@ -362,13 +362,13 @@ pub(super) fn ack<B: WireBuf + ?Sized>(id: &Id<'_>, seq: u64, out: &mut B) {
 /// `83 flags [id] code msg...`, `msg` being `Display` text.
 pub(super) fn err<B: WireBuf + ?Sized>(
     id: Option<&Id<'_>>,
-    code: &str,
+    code: ErrorCode,
     msg: &dyn fmt::Display,
     out: &mut B,
 ) {
     use fmt::Write as _;
     put_head(out, OP_ERR, 0, id);
-    put_sized(out, code.as_bytes());
+    put_sized(out, code.as_str().as_bytes());
     // Writing into a buffer cannot fail; only a broken Display impl could.
     let _ = write!(RawText(out), "{msg}");
 }

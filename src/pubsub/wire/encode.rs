@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use super::{binary, json, ClientOp, Encoding, Id, Payload, WireBuf, WireError};
+use super::{binary, json, ClientOp, Encoding, ErrorCode, Id, Payload, WireBuf, WireError};
 use crate::pubsub::topic_name::TopicName;
 
 /// Append a `msg` in `enc` (the body only: the WebSocket frame header is added elsewhere).
@@ -44,11 +44,11 @@ pub fn encode_ack<B: WireBuf + ?Sized>(enc: Encoding, id: &Id<'_>, seq: u64, out
     }
 }
 
-/// Append an `err` with a short `code` and a human `msg`; `id` is the failed request's, if known.
+/// Append an `err` with its `code` and a human `msg`; `id` is the failed request's, if known.
 pub fn encode_err<B: WireBuf + ?Sized>(
     enc: Encoding,
     id: Option<&Id<'_>>,
-    code: &str,
+    code: ErrorCode,
     msg: &str,
     out: &mut B,
 ) {
@@ -68,7 +68,7 @@ pub fn encode_error<B: WireBuf + ?Sized>(
 fn encode_err_fmt<B: WireBuf + ?Sized>(
     enc: Encoding,
     id: Option<&Id<'_>>,
-    code: &str,
+    code: ErrorCode,
     msg: &dyn fmt::Display,
     out: &mut B,
 ) {

@@ -10,7 +10,8 @@ use serde_json::value::RawValue;
 
 use super::ops::{check_id_str, check_key, check_size, check_token};
 use super::{
-    AuthOp, ClientOp, Id, Payload, WireBuf, WireError, MAX_DATA_DEPTH, MAX_ENVELOPE_BYTES,
+    AuthOp, ClientOp, ErrorCode, Id, Payload, WireBuf, WireError, MAX_DATA_DEPTH,
+    MAX_ENVELOPE_BYTES,
 };
 use crate::pubsub::topic_name::{TopicError, TopicName};
 
@@ -469,7 +470,7 @@ pub(super) fn ack<B: WireBuf + ?Sized>(id: &Id<'_>, seq: u64, out: &mut B) {
 /// `{"op":"err","id":..,"code":..,"msg":..}`, `msg` being `Display` text, escaped.
 pub(super) fn err<B: WireBuf + ?Sized>(
     id: Option<&Id<'_>>,
-    code: &str,
+    code: ErrorCode,
     msg: &dyn fmt::Display,
     out: &mut B,
 ) {
@@ -477,7 +478,7 @@ pub(super) fn err<B: WireBuf + ?Sized>(
     out.put(b"{\"op\":\"err\"");
     put_opt_id(out, id);
     out.put(b",\"code\":");
-    put_json_str(out, code);
+    put_json_str(out, code.as_str());
     out.put(b",\"msg\":\"");
     // Writing into a buffer cannot fail; only a broken Display impl could.
     let _ = write!(JsonText(out), "{msg}");

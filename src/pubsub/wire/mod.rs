@@ -7,7 +7,7 @@
 //! in as arguments), and no panics on any input.
 //!
 //! - `ops`: the client ops (`sub`, `unsub`, `pub`; `auth` apart) and the values they carry.
-//! - `errors`: [`WireError`], why a client message was refused.
+//! - `errors`: [`ErrorCode`], every code an `err` can carry, and [`WireError`].
 //! - `json` and [`binary`]: one encoding each, decoder and writers.
 //! - `encode`: every encoder, one per message, in a connection's [`Encoding`].
 //!
@@ -24,7 +24,7 @@ pub use encode::{
     encode_ack, encode_authed, encode_err, encode_error, encode_msg, encode_op, encode_reset,
     encode_revoked, encode_subbed, encode_unsubbed, msg_len,
 };
-pub use errors::WireError;
+pub use errors::{ErrorCode, WireError};
 pub use ops::{AuthOp, ClientOp, Id, Payload};
 
 pub use binary::{

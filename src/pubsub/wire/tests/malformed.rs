@@ -18,8 +18,8 @@ fn error_codes_are_stable_and_documented() {
         WireError::BadFrame { expected: "text" },
     ];
     let codes: Vec<_> = all.iter().map(WireError::code).collect();
-    assert_eq!(codes, WireError::CODES);
-    for code in WireError::CODES {
+    assert_eq!(codes, ErrorCode::DECODE);
+    for code in ErrorCode::DECODE {
         assert!(
             DOC.contains(&format!("| `{code}` |")),
             "docs/protocol.md lacks {code}"

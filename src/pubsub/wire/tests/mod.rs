@@ -85,14 +85,14 @@ fn op_bin(op: &ClientOp<'_>) -> Vec<u8> {
 
 fn code_of_json(input: &str) -> &'static str {
     match decode_json(input) {
-        Err(e) => e.code(),
+        Err(e) => e.code().as_str(),
         Ok(op) => panic!("{input:?} decoded to {op:?}"),
     }
 }
 
 fn code_of_bin(input: &[u8]) -> &'static str {
     match decode_binary(input) {
-        Err(e) => e.code(),
+        Err(e) => e.code().as_str(),
         Ok(op) => panic!("{} decoded to {op:?}", hex(input)),
     }
 }
@@ -340,7 +340,7 @@ fn frame_type_must_match_the_encoding() {
     assert!(Encoding::Binary.decode_binary_frame(&bin).is_ok());
     let e = Encoding::Binary.decode_text_frame(text).unwrap_err();
     assert_eq!(
-        (e.code(), e.to_string().as_str()),
+        (e.code().as_str(), e.to_string().as_str()),
         (
             "bad_frame",
             "this connection's encoding takes binary frames"
@@ -348,7 +348,7 @@ fn frame_type_must_match_the_encoding() {
     );
     assert_eq!(
         Encoding::Json.decode_binary_frame(&bin).unwrap_err().code(),
-        "bad_frame"
+        ErrorCode::BadFrame
     );
 }
 
@@ -463,13 +463,21 @@ fn documented_server_examples() {
             "82 01 01 33 2c",
         ),
         (
-            Box::new(|e, o| encode_err(e, Some(&"4".into()), "bad_topic", "empty segment", o)),
+            Box::new(|e, o| {
+                encode_err(
+                    e,
+                    Some(&"4".into()),
+                    ErrorCode::BadTopic,
+                    "empty segment",
+                    o,
+                )
+            }),
             r#"{"op":"err","id":"4","code":"bad_topic","msg":"empty segment"}"#,
             "83 01 01 34 09 62 61 64 5f 74 6f 70 69 63 \
              65 6d 70 74 79 20 73 65 67 6d 65 6e 74",
         ),
         (
-            Box::new(|e, o| encode_err(e, None, "bad_json", "x", o)),
+            Box::new(|e, o| encode_err(e, None, ErrorCode::BadJson, "x", o)),
             r#"{"op":"err","code":"bad_json","msg":"x"}"#,
             "83 00 08 62 61 64 5f 6a 73 6f 6e 78",
         ),
@@ -594,7 +602,7 @@ fn every_client_op_round_trips_in_both_encodings() {
         } = op
         {
             let e = encode_op_json(op, &mut Vec::new()).unwrap_err();
-            assert_eq!(e.code(), "bad_field");
+            assert_eq!(e.code(), ErrorCode::BadField);
             continue;
         }
         let json = op_json(op);
@@ -651,10 +659,11 @@ fn every_server_message_round_trips_in_both_encodings() {
         );
         for maybe in [None, Some(&id)] {
             let owned = maybe.cloned().map(Id::into_owned);
-            let (j, b) = both(|e, o| encode_err(e, maybe, "c", "m \"q\" \u{0}", o));
+            let (j, b) =
+                both(|e, o| encode_err(e, maybe, ErrorCode::Forbidden, "m \"q\" \u{0}", o));
             let want = Srv::Err {
                 id: owned.clone(),
-                code: s("c"),
+                code: s("forbidden"),
                 msg: s("m \"q\" \u{0}"),
             };
             assert_eq!((j, b), (want.clone(), want));
@@ -869,7 +878,13 @@ fn ids_and_messages_are_escaped_exactly() {
     for c in 0u8..0x20 {
         let s = format!("a{}b", c as char);
         let mut out = Vec::new();
-        encode_err(Encoding::Json, Some(&s.as_str().into()), "c", &s, &mut out);
+        encode_err(
+            Encoding::Json,
+            Some(&s.as_str().into()),
+            ErrorCode::RateLimited,
+            &s,
+            &mut out,
+        );
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(
             (v["id"].as_str(), v["msg"].as_str()),
@@ -881,7 +896,7 @@ fn ids_and_messages_are_escaped_exactly() {
 #[test]
 fn wire_errors_become_err_messages() {
     let e = decode_json(r#"{"op":"sub\"<x>","topic":"a","id":"i"}"#).unwrap_err();
-    assert_eq!(e.code(), "bad_op");
+    assert_eq!(e.code(), ErrorCode::BadOp);
     let mut out = Vec::new();
     encode_error(
         Encoding::Json,

@@ -226,7 +226,9 @@ proptest! {
         topic in topic(),
         seq in any::<u64>(),
         id in proptest::option::of(id()),
-        code in "[a-z_]{1,16}",
+        code in prop::sample::select(
+        [ErrorCode::DECODE.as_slice(), &ErrorCode::SERVER, &ErrorCode::ADMIN].concat()
+    ),
         msg in "(?s).{0,40}",
     ) {
         let tn = TopicName::new(&topic).unwrap();
@@ -238,8 +240,8 @@ proptest! {
         }
         let id = id.as_ref();
         let owned = id.cloned();
-        let (j, b) = both(|e, o| encode_err(e, id, &code, &msg, o));
-        prop_assert_eq!(&j, &Srv::Err { id: owned.clone(), code: code.clone(), msg: msg.clone() });
+        let (j, b) = both(|e, o| encode_err(e, id, code, &msg, o));
+        prop_assert_eq!(&j, &Srv::Err { id: owned.clone(), code: code.as_str().to_owned(), msg: msg.clone() });
         prop_assert_eq!(&b, &j);
         let (j, b) = both(|e, o| encode_subbed(e, tn, seq, id, o));
         prop_assert_eq!(&j, &Srv::Subbed { topic: t(), seq, id: owned.clone() });
