@@ -1005,6 +1005,7 @@ impl PubSub {
                 key.as_deref(),
                 req_id.map(Id::into_owned),
             ),
+            ClientOp::Auth(op) => self.auth(ctx, id, op),
         }
     }
 
@@ -1110,7 +1111,6 @@ impl Handler for PubSub {
         };
         match op {
             Ok(op) => self.on_op(ctx, conn, op),
-            Err(wire::WireError::BadOp(_)) if self.try_auth(ctx, conn, &msg) => {}
             Err(e) => self.refuse(ctx, conn, frames::error(enc, err_id.as_ref(), &e)),
         }
     }

@@ -261,36 +261,13 @@ impl PubSub {
         );
     }
 
-    /// The message was not a `sub`, `unsub` or `pub`: handle it if it is an `auth` op.
-    /// Returns `false` when it is not one.
-    pub(super) fn try_auth(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, msg: &Message<'_>) -> bool {
-        let op = match msg {
-            Message::Text(t) => wire::decode_auth_json(t),
-            Message::Binary(b) => wire::decode_auth_binary(b),
-        };
+    /// An `auth` op from `conn`: verify its token and, if it is good, make it the
+    /// connection's.
+    pub(super) fn auth(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, op: AuthOp<'_>) {
         let Some(enc) = self.conn_state(conn).map(|s| s.enc) else {
-            return true;
+            return;
         };
-        let wrong_frame = matches!(
-            (msg, enc),
-            (Message::Text(_), Encoding::Binary) | (Message::Binary(_), Encoding::Json)
-        );
-        match op {
-            None => false,
-            Some(_) if wrong_frame => false,
-            Some(Err(e)) => {
-                let id = match msg {
-                    Message::Text(t) => wire::error_id_json(t).map(Id::into_owned),
-                    Message::Binary(_) => None,
-                };
-                self.refuse(ctx, conn, frames::error(enc, id.as_ref(), &e));
-                true
-            }
-            Some(Ok(op)) => {
-                self.refresh(ctx, conn, enc, op);
-                true
-            }
-        }
+        self.refresh(ctx, conn, enc, op);
     }
 
     fn refresh(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, enc: Encoding, op: AuthOp<'_>) {

@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 
 use super::json::check_depth;
 use super::ops::{check_id_str, check_key, check_size, check_token};
-use super::{AuthOp, ClientOp, ErrorCode, Id, Payload, WireBuf, WireError, MAX_ENVELOPE_BYTES};
+use super::{AuthOp, ClientOp, ErrorCode, Id, Payload, WireBuf, WireError};
 use crate::pubsub::topic_name::TopicName;
 
 /// Client op: subscribe.
@@ -172,6 +172,7 @@ fn client_flags(op: u8) -> Option<u8> {
         OP_SUB => Some(FLAG_ID | FLAG_SINCE),
         OP_UNSUB => Some(FLAG_ID),
         OP_PUB => Some(FLAG_ID | FLAG_KEY | FLAG_JSON),
+        OP_AUTH => Some(FLAG_ID),
         _ => None,
     }
 }
@@ -185,6 +186,12 @@ pub fn decode_binary(input: &[u8]) -> Result<ClientOp<'_>, WireError> {
     let mut r = Reader { buf: input };
     let (op, flags) = r.head(client_flags)?;
     let id = r.id(flags)?;
+    if op == OP_AUTH {
+        let token = Cow::Borrowed(r.utf8("token")?);
+        r.finish()?;
+        check_token(&token)?;
+        return Ok(ClientOp::Auth(AuthOp { token, id }));
+    }
     let topic = r.topic()?;
     match op {
         OP_SUB => {
@@ -235,29 +242,16 @@ fn json_data(bytes: &[u8]) -> Result<&str, WireError> {
 
 /// The id of a binary client message that failed to decode, if it can still be read, so the
 /// `err` reply can carry it.
-pub fn error_id_binary(input: &[u8]) -> Option<Id<'_>> {
-    let mut r = Reader { buf: input };
-    let (_, flags) = r.head(client_flags).ok()?;
-    r.id(flags).ok().flatten()
-}
-
-/// Decode a binary `auth` op, or `None` when the message is not one.
 ///
-/// Binary: `0x04`, flags (id flags only), the id if flagged, then the token (varint length
-/// and UTF-8).
-pub fn decode_auth_binary(input: &[u8]) -> Option<Result<AuthOp<'_>, WireError>> {
-    if input.first() != Some(&OP_AUTH) || input.len() > MAX_ENVELOPE_BYTES {
+/// Not for `auth`: its `err` has never carried the id in the binary encoding (the JSON one
+/// does), and the wire stays as it was.
+pub fn error_id_binary(input: &[u8]) -> Option<Id<'_>> {
+    if input.first() == Some(&OP_AUTH) {
         return None;
     }
     let mut r = Reader { buf: input };
-    Some((|| {
-        let (_, flags) = r.head(|op| (op == OP_AUTH).then_some(FLAG_ID))?;
-        let id = r.id(flags)?;
-        let token = Cow::Borrowed(r.utf8("token")?);
-        r.finish()?;
-        check_token(&token)?;
-        Ok(AuthOp { token, id })
-    })())
+    let (_, flags) = r.head(client_flags).ok()?;
+    r.id(flags).ok().flatten()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -441,6 +435,10 @@ pub fn encode_op_binary<B: WireBuf + ?Sized>(op: &ClientOp<'_>, out: &mut B) {
                 put_sized(out, key.as_bytes());
             }
             out.put(data.as_bytes());
+        }
+        ClientOp::Auth(AuthOp { token, .. }) => {
+            put_head(out, OP_AUTH, 0, id);
+            put_sized(out, token.as_bytes());
         }
     }
 }

@@ -111,11 +111,17 @@ fn json_topic(raw: Option<&RawValue>) -> Result<TopicName<'_>, WireError> {
     TopicName::new(inner)
 }
 
+/// The `bad_op` error for an op name (quoted, shortened).
+fn bad_op(name: &str) -> WireError {
+    WireError::BadOp(shorten(&format!("{name:?}")))
+}
+
 /// Decode a client message from the JSON encoding (a text frame's payload).
 ///
 /// Fields are checked in this order, and the first failure is returned: size, JSON syntax,
-/// `op`, `id`, `topic`, then `since` (sub) or `key` and `data` (pub). Unknown fields, and
-/// fields the op does not define, are ignored; `null` counts as absent (except as `data`).
+/// `op`, `id`, then `topic`, then `since` (sub) or `key` and `data` (pub); an `auth` has no
+/// topic and checks `token` after `id`. Unknown fields, and fields the op does not define,
+/// are ignored; `null` counts as absent (except as `data`).
 pub fn decode_json(input: &str) -> Result<ClientOp<'_>, WireError> {
     #[derive(Clone, Copy)]
     enum Op {
@@ -131,7 +137,9 @@ pub fn decode_json(input: &str) -> Result<ClientOp<'_>, WireError> {
             "sub" => Op::Sub,
             "unsub" => Op::Unsub,
             "pub" => Op::Pub,
-            _ => return Err(WireError::BadOp(shorten(&format!("{name:?}")))),
+            // Unlike the other names, `auth` is understood only without escapes, as always.
+            "auth" if matches!(name, Cow::Borrowed(_)) => return json_auth(input, json_id(f.id)?),
+            _ => return Err(bad_op(&name)),
         },
         _ => return Err(WireError::BadOp(shorten(op_text))),
     };
@@ -180,43 +188,29 @@ pub fn decode_json(input: &str) -> Result<ClientOp<'_>, WireError> {
     }
 }
 
-/// Decode an `auth` op, or `None` when the message is not one. It is decoded apart from
-/// [`ClientOp`] (and tried only after [`decode_json`] reports an unknown op), so `sub` and
-/// `pub` pay nothing for it.
+/// The rest of an `auth` op, once its `op` and `id` are read: the `token`.
 ///
-/// JSON: `{"op":"auth","token":"<JWT>","id":...}`.
-pub fn decode_auth_json(input: &str) -> Option<Result<AuthOp<'_>, WireError>> {
+/// The token is read in a second, small parse so that [`Fields`] (every `sub` and `pub`)
+/// does not carry it; a token given twice is answered `bad_op`, as it always has been.
+fn json_auth<'a>(input: &'a str, id: Option<Id<'a>>) -> Result<ClientOp<'a>, WireError> {
     #[derive(Deserialize)]
-    struct Auth<'a> {
-        #[serde(default, borrow, deserialize_with = "raw_some")]
-        op: Option<&'a RawValue>,
+    struct Token<'a> {
         #[serde(default, borrow, deserialize_with = "raw_some")]
         token: Option<&'a RawValue>,
-        #[serde(default, borrow, deserialize_with = "raw_some")]
-        id: Option<&'a RawValue>,
     }
-    if input.len() > MAX_ENVELOPE_BYTES {
-        return None;
-    }
-    let f: Auth<'_> = serde_json::from_str(input).ok()?;
-    if present(f.op)? != "\"auth\"" {
-        return None;
-    }
-    Some((|| {
-        let id = json_id(f.id)?;
-        let raw = present(f.token).ok_or(WireError::MissingField("token"))?;
-        let token = match json_string(raw) {
-            Some(Ok(t)) => t,
-            _ => {
-                return Err(WireError::BadField {
-                    field: "token",
-                    reason: "must be a string",
-                })
-            }
-        };
-        check_token(&token)?;
-        Ok(AuthOp { token, id })
-    })())
+    let f: Token<'_> = serde_json::from_str(input).map_err(|_| bad_op("auth"))?;
+    let raw = present(f.token).ok_or(WireError::MissingField("token"))?;
+    let token = match json_string(raw) {
+        Some(Ok(t)) => t,
+        _ => {
+            return Err(WireError::BadField {
+                field: "token",
+                reason: "must be a string",
+            })
+        }
+    };
+    check_token(&token)?;
+    Ok(ClientOp::Auth(AuthOp { token, id }))
 }
 
 /// The id of a JSON client message that failed to decode, if it can still be read, so the
@@ -555,9 +549,12 @@ pub fn encode_op_json<B: WireBuf + ?Sized>(
     }
     out.put(b"{\"op\":\"");
     out.put(op.name().as_bytes());
-    out.put(b"\",\"topic\":\"");
-    out.put(op.topic().as_str().as_bytes());
     out.put(b"\"");
+    if let Some(topic) = op.topic() {
+        out.put(b",\"topic\":\"");
+        out.put(topic.as_str().as_bytes());
+        out.put(b"\"");
+    }
     match op {
         ClientOp::Sub {
             since: Some(since), ..
@@ -568,6 +565,10 @@ pub fn encode_op_json<B: WireBuf + ?Sized>(
         ClientOp::Pub { key: Some(key), .. } => {
             out.put(b",\"key\":");
             put_json_str(out, key);
+        }
+        ClientOp::Auth(AuthOp { token, .. }) => {
+            out.put(b",\"token\":");
+            put_json_str(out, token);
         }
         _ => {}
     }

@@ -6,7 +6,7 @@
 //! raw text slice it arrived as, binary data stays the raw bytes. No I/O, no clock (times come
 //! in as arguments), and no panics on any input.
 //!
-//! - `ops`: the client ops (`sub`, `unsub`, `pub`; `auth` apart) and the values they carry.
+//! - `ops`: the client ops (`sub`, `unsub`, `pub`, `auth`) and the values they carry.
 //! - `errors`: [`ErrorCode`], every code an `err` can carry, and [`WireError`].
 //! - `json` and [`binary`]: one encoding each, decoder and writers.
 //! - `encode`: every encoder, one per message, in a connection's [`Encoding`].
@@ -28,12 +28,9 @@ pub use errors::{ErrorCode, WireError};
 pub use ops::{AuthOp, ClientOp, Id, Payload};
 
 pub use binary::{
-    decode_auth_binary, decode_binary, encode_msg_binary, encode_op_binary, error_id_binary,
-    msg_binary_len, OP_AUTH, OP_AUTHED,
+    decode_binary, encode_msg_binary, encode_op_binary, error_id_binary, msg_binary_len,
 };
-pub use json::{
-    decode_auth_json, decode_json, encode_msg_json, encode_op_json, error_id_json, msg_json_len,
-};
+pub use json::{decode_json, encode_msg_json, encode_op_json, error_id_json, msg_json_len};
 
 /// The subprotocol of the JSON encoding (text frames).
 pub const JSON_SUBPROTOCOL: &str = "corecast.v1.json";

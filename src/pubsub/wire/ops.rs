@@ -1,6 +1,6 @@
 //! The client ops and the values they carry, apart from how either encoding writes them:
-//! request ids, publish data, `sub`, `unsub` and `pub` (and `auth`, decoded apart), and the
-//! field rules both decoders check (sizes and lengths).
+//! request ids, publish data, `sub`, `unsub`, `pub` and `auth`, and the field rules both
+//! decoders check (sizes and lengths).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -104,9 +104,11 @@ pub enum ClientOp<'a> {
         /// Request id: asks for an `ack` carrying the assigned seq.
         id: Option<Id<'a>>,
     },
+    /// Refresh the connection's token over the open connection.
+    Auth(AuthOp<'a>),
 }
 
-/// An `auth` op: a fresh token for the connection (decoded apart from [`ClientOp`]).
+/// An `auth` op: a fresh token for the connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthOp<'a> {
     /// The token (a JWT), 1 to [`MAX_TOKEN_BYTES`] bytes.
@@ -116,30 +118,33 @@ pub struct AuthOp<'a> {
 }
 
 impl<'a> ClientOp<'a> {
-    /// The op name as it appears in JSON (`sub`, `unsub`, `pub`).
+    /// The op name as it appears in JSON (`sub`, `unsub`, `pub`, `auth`).
     pub fn name(&self) -> &'static str {
         match self {
             ClientOp::Sub { .. } => "sub",
             ClientOp::Unsub { .. } => "unsub",
             ClientOp::Pub { .. } => "pub",
+            ClientOp::Auth(_) => "auth",
         }
     }
 
-    /// The topic the op names.
-    pub fn topic(&self) -> TopicName<'a> {
+    /// The topic the op names (`auth` names none).
+    pub fn topic(&self) -> Option<TopicName<'a>> {
         match self {
             ClientOp::Sub { topic, .. }
             | ClientOp::Unsub { topic, .. }
-            | ClientOp::Pub { topic, .. } => *topic,
+            | ClientOp::Pub { topic, .. } => Some(*topic),
+            ClientOp::Auth(_) => None,
         }
     }
 
     /// The request id, if any.
     pub fn id(&self) -> Option<&Id<'a>> {
         match self {
-            ClientOp::Sub { id, .. } | ClientOp::Unsub { id, .. } | ClientOp::Pub { id, .. } => {
-                id.as_ref()
-            }
+            ClientOp::Sub { id, .. }
+            | ClientOp::Unsub { id, .. }
+            | ClientOp::Pub { id, .. }
+            | ClientOp::Auth(AuthOp { id, .. }) => id.as_ref(),
         }
     }
 }

@@ -81,7 +81,16 @@ fn bad_op() {
     // Untrusted op names are cut short in the message.
     let e = decode_json(&format!(r#"{{"op":"{}"}}"#, "x".repeat(1000))).unwrap_err();
     assert!(e.to_string().len() < 120, "{e}");
-    for op in [0x00, 0x04, 0x7f, OP_MSG, OP_ACK, OP_UNSUBBED, 0xff] {
+    for op in [
+        0x00,
+        0x05,
+        0x7f,
+        OP_MSG,
+        OP_ACK,
+        OP_UNSUBBED,
+        OP_AUTHED,
+        0xff,
+    ] {
         assert_eq!(code_of_bin(&[op, 0, 1, b'a']), "bad_op", "{op:#x}");
     }
     assert_eq!(

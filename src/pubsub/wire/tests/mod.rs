@@ -17,38 +17,6 @@ use crate::pubsub::MAX_TOPIC_BYTES;
 mod malformed;
 mod props;
 
-#[test]
-fn auth_op_in_both_encodings() {
-    let a = decode_auth_json(r#"{"op":"auth","token":"a.b.c","id":"r1"}"#)
-        .unwrap()
-        .unwrap();
-    assert_eq!(a.token, "a.b.c");
-    assert_eq!(a.id, Some(Id::Str("r1".into())));
-    assert!(decode_auth_json(r#"{"op":"sub","topic":"a"}"#).is_none());
-    assert!(decode_auth_json("not json").is_none());
-    assert_eq!(
-        decode_auth_json(r#"{"op":"auth"}"#).unwrap(),
-        Err(WireError::MissingField("token"))
-    );
-    assert!(decode_auth_json(r#"{"op":"auth","token":7}"#)
-        .unwrap()
-        .is_err());
-    let mut bin = vec![OP_AUTH, FLAG_ID_NUM, 9];
-    put_sized(&mut bin, b"x.y.z");
-    let a = decode_auth_binary(&bin).unwrap().unwrap();
-    assert_eq!((a.token.as_ref(), a.id), ("x.y.z", Some(Id::Num(9))));
-    assert!(decode_auth_binary(&[OP_SUB, 0]).is_none());
-    assert!(decode_auth_binary(&[OP_AUTH, FLAG_SINCE]).unwrap().is_err());
-    bin.push(0);
-    assert!(decode_auth_binary(&bin).unwrap().is_err(), "trailing bytes");
-    let mut out = Vec::new();
-    encode_authed(Encoding::Json, 1700, Some(&Id::Num(3)), &mut out);
-    assert_eq!(out, br#"{"op":"authed","exp":1700,"id":3}"#);
-    out.clear();
-    encode_authed(Encoding::Binary, 300, None, &mut out);
-    assert_eq!(out, [OP_AUTHED, 0, 0xac, 0x02]);
-}
-
 // -----------------------------------------------------------------------------------------
 // Helpers, and a test-side decoder for server messages
 // -----------------------------------------------------------------------------------------
@@ -1042,8 +1010,8 @@ fn client_op_accessors() {
         id: Some(3.into()),
     };
     assert_eq!(
-        (op.name(), op.topic().as_str(), op.id()),
-        ("pub", "a", Some(&Id::Num(3)))
+        (op.name(), op.topic().map(|t| t.as_str()), op.id()),
+        ("pub", Some("a"), Some(&Id::Num(3)))
     );
     assert_eq!(
         ClientOp::Unsub {
@@ -1056,4 +1024,94 @@ fn client_op_accessors() {
     assert_eq!(Payload::Bytes(b"ab").as_bytes(), b"ab");
     assert_eq!(Id::from("x").to_string(), "\"x\"");
     assert_eq!(Id::Num(4).to_string(), "4");
+}
+
+// -----------------------------------------------------------------------------------------
+// The auth op
+// -----------------------------------------------------------------------------------------
+
+#[test]
+fn auth_op_in_both_encodings() {
+    let auth = |token: &'static str, id: Option<Id<'static>>| {
+        ClientOp::Auth(AuthOp {
+            token: token.into(),
+            id,
+        })
+    };
+    let json = r#"{"op":"auth","token":"a.b.c","id":"r1"}"#;
+    let op = auth("a.b.c", Some("r1".into()));
+    assert_eq!(decode_json(json).unwrap(), op);
+    assert_eq!(op_json(&op), json);
+    assert_eq!(
+        (op.name(), op.topic(), op.id()),
+        ("auth", None, Some(&"r1".into()))
+    );
+    // Other fields are ignored, a topic included; the id is checked before the token.
+    assert_eq!(
+        decode_json(r#"{"op":"auth","topic":7,"token":"t"}"#).unwrap(),
+        auth("t", None)
+    );
+    assert_eq!(
+        decode_json(r#"{"op":"auth"}"#),
+        Err(WireError::MissingField("token"))
+    );
+    assert_eq!(
+        code_of_json(r#"{"op":"auth","id":{},"token":7}"#),
+        "bad_field"
+    );
+    for bad in [
+        r#"{"op":"auth","token":7}"#.to_owned(),
+        r#"{"op":"auth","token":""}"#.to_owned(),
+        format!(
+            r#"{{"op":"auth","token":"{}"}}"#,
+            "t".repeat(MAX_TOKEN_BYTES + 1)
+        ),
+    ] {
+        assert!(
+            matches!(
+                decode_json(&bad),
+                Err(WireError::BadField { field: "token", .. })
+            ),
+            "{bad}"
+        );
+    }
+    // As before `auth` joined the op enum: only an unescaped "auth" is the op, and a token
+    // given twice is answered `bad_op`.
+    for odd in [
+        r#"{"op":"\u0061uth","token":"t"}"#,
+        r#"{"op":"auth","token":"t","token":"u"}"#,
+    ] {
+        let e = decode_json(odd).unwrap_err();
+        assert_eq!(e, WireError::BadOp("\"auth\"".into()), "{odd}");
+    }
+
+    let mut bin = vec![OP_AUTH, FLAG_ID_NUM, 9];
+    put_sized(&mut bin, b"x.y.z");
+    let op = auth("x.y.z", Some(Id::Num(9)));
+    assert_eq!(decode_binary(&bin).unwrap(), op);
+    assert_eq!(op_bin(&op), bin);
+    assert_eq!(
+        decode_binary(&[OP_AUTH, FLAG_SINCE]),
+        Err(WireError::BadBinary(
+            "flag bits set that this op does not define"
+        ))
+    );
+    assert_eq!(
+        decode_binary(&[OP_AUTH, 0, 0]).unwrap_err().code(),
+        ErrorCode::BadField
+    );
+    // A binary auth's err carries no id (as it never has).
+    assert_eq!(error_id_binary(&bin), None);
+    bin.push(0);
+    assert_eq!(
+        decode_binary(&bin),
+        Err(WireError::BadBinary("trailing bytes"))
+    );
+
+    let mut out = Vec::new();
+    encode_authed(Encoding::Json, 1700, Some(&Id::Num(3)), &mut out);
+    assert_eq!(out, br#"{"op":"authed","exp":1700,"id":3}"#);
+    out.clear();
+    encode_authed(Encoding::Binary, 300, None, &mut out);
+    assert_eq!(out, [OP_AUTHED, 0, 0xac, 0x02]);
 }

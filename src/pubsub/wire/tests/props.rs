@@ -3,7 +3,8 @@
 use super::*;
 use proptest::prelude::*;
 
-/// An owned client op, for strategies (a `ClientOp` borrows).
+/// An owned client op, for strategies (a `ClientOp` borrows); `kind` 0 to 3: sub, unsub,
+/// pub, auth.
 #[derive(Debug, Clone)]
 struct OwnedOp {
     kind: u8,
@@ -26,6 +27,11 @@ impl OwnedOp {
                 id,
             },
             1 => ClientOp::Unsub { topic, id },
+            // The key's strategy makes a good token too.
+            3 => ClientOp::Auth(AuthOp {
+                token: Cow::Borrowed(self.key.as_deref().unwrap_or("a.b.c")),
+                id,
+            }),
             _ => ClientOp::Pub {
                 topic,
                 data: match &self.json {
@@ -86,7 +92,7 @@ fn json_text() -> impl Strategy<Value = String> {
 
 fn owned_op() -> impl Strategy<Value = OwnedOp> {
     (
-        0u8..3,
+        0u8..4,
         topic(),
         any::<Option<u64>>(),
         proptest::option::of(id()),
@@ -155,7 +161,7 @@ proptest! {
     fn decode_binary_never_panics(b in proptest::collection::vec(any::<u8>(), 0..96)) {
         let _ = decode_binary(&b);
         let _ = error_id_binary(&b);
-        for op in [OP_SUB, OP_UNSUB, OP_PUB] {
+        for op in [OP_SUB, OP_UNSUB, OP_PUB, OP_AUTH] {
             let mut v = vec![op];
             v.extend(&b);
             let _ = decode_binary(&v);
@@ -190,7 +196,9 @@ proptest! {
             prop_assert_eq!(id.as_ref(), op.id());
         }
         let id = error_id_binary(&bin);
-        prop_assert_eq!(id.as_ref(), op.id());
+        // A binary auth's err carries no id (see error_id_binary).
+        let want = if o.kind == 3 { None } else { op.id() };
+        prop_assert_eq!(id.as_ref(), want);
     }
 
     #[test]
@@ -227,8 +235,8 @@ proptest! {
         seq in any::<u64>(),
         id in proptest::option::of(id()),
         code in prop::sample::select(
-        [ErrorCode::DECODE.as_slice(), &ErrorCode::SERVER, &ErrorCode::ADMIN].concat()
-    ),
+            [ErrorCode::DECODE.as_slice(), &ErrorCode::SERVER, &ErrorCode::ADMIN].concat()
+        ),
         msg in "(?s).{0,40}",
     ) {
         let tn = TopicName::new(&topic).unwrap();
