@@ -4,7 +4,7 @@
 use bytes::{Bytes, BytesMut};
 
 use super::{
-    wire::{self, Encoding, Id, Payload, WireError},
+    wire::{self, Encoding, ErrorCode, Id, Payload, WireError},
     TopicName,
 };
 use crate::proto::{encode_header, OpCode};
@@ -135,9 +135,9 @@ pub fn error(enc: Encoding, id: Option<&Id<'_>>, err: &WireError) -> Bytes {
     framed(enc, 128, |b| wire::encode_error(enc, id, err, b))
 }
 
-/// An `err` frame with a server-side code (`overloaded`, `internal`, ...).
-pub fn err(enc: Encoding, id: Option<&Id<'_>>, code: &str, msg: &str) -> Bytes {
-    framed(enc, 64 + code.len() + msg.len(), |b| {
+/// An `err` frame with a server-side code (`forbidden`, `rate_limited`, ...).
+pub fn err(enc: Encoding, id: Option<&Id<'_>>, code: ErrorCode, msg: &str) -> Bytes {
+    framed(enc, 64 + code.as_str().len() + msg.len(), |b| {
         wire::encode_err(enc, id, code, msg, b)
     })
 }

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use super::{
     engine::{owner_of, Item, PubReq, PubSub, Reply, Settings},
     stats::{LatencySnapshot, PubSubStats, TopicSummary, WorkerPubSubStats},
-    wire::{Encoding, MAX_KEY_BYTES},
+    wire::{Encoding, ErrorCode, MAX_KEY_BYTES},
     TopicName, WireError,
 };
 use crate::{
@@ -61,13 +61,14 @@ impl PublishError {
     /// A short stable code for API answers.
     pub fn code(&self) -> &'static str {
         match self {
-            PublishError::BadTopic(_) => "bad_topic",
-            PublishError::BadJson(_) => "bad_json",
-            PublishError::BadKey => "bad_field",
-            PublishError::Busy => "busy",
-            PublishError::Timeout => "timeout",
-            PublishError::Closed => "closed",
+            PublishError::BadTopic(_) => ErrorCode::BadTopic,
+            PublishError::BadJson(_) => ErrorCode::BadJson,
+            PublishError::BadKey => ErrorCode::BadField,
+            PublishError::Busy => ErrorCode::Busy,
+            PublishError::Timeout => ErrorCode::Timeout,
+            PublishError::Closed => ErrorCode::Closed,
         }
+        .as_str()
     }
 }
 

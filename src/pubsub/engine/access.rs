@@ -220,7 +220,7 @@ impl<C: Link> Engine<C> {
                     let f = frames::err(
                         st.enc,
                         id.as_ref(),
-                        "rate_limited",
+                        wire::ErrorCode::RateLimited,
                         "over this connection's message rate; messages are dropped",
                     );
                     let _ = out.send_reply(&st.conn, f);
@@ -250,44 +250,20 @@ impl<C: Link> Engine<C> {
             return;
         };
         let msg = format!("this connection may not {what} this topic");
-        self.refuse(out, conn, frames::err(enc, id, "forbidden", &msg));
+        self.refuse(
+            out,
+            conn,
+            frames::err(enc, id, wire::ErrorCode::Forbidden, &msg),
+        );
     }
 
-    /// The message was not a `sub`, `unsub` or `pub`: handle it if it is an `auth` op.
-    /// Returns `false` when it is not one.
-    pub(super) fn try_auth(
-        &mut self,
-        out: &mut impl Outbox<Conn = C>,
-        conn: ConnId,
-        msg: &Message<'_>,
-    ) -> bool {
-        let op = match msg {
-            Message::Text(t) => wire::decode_auth_json(t),
-            Message::Binary(b) => wire::decode_auth_binary(b),
-        };
+    /// An `auth` op from `conn`: verify its token and, if it is good, make it the
+    /// connection's.
+    pub(super) fn auth(&mut self, out: &mut impl Outbox<Conn = C>, conn: ConnId, op: AuthOp<'_>) {
         let Some(enc) = self.conn_state(conn).map(|s| s.enc) else {
-            return true;
+            return;
         };
-        let wrong_frame = matches!(
-            (msg, enc),
-            (Message::Text(_), Encoding::Binary) | (Message::Binary(_), Encoding::Json)
-        );
-        match op {
-            None => false,
-            Some(_) if wrong_frame => false,
-            Some(Err(e)) => {
-                let id = match msg {
-                    Message::Text(t) => wire::error_id_json(t).map(Id::into_owned),
-                    Message::Binary(_) => None,
-                };
-                self.refuse(out, conn, frames::error(enc, id.as_ref(), &e));
-                true
-            }
-            Some(Ok(op)) => {
-                self.refresh(out, conn, enc, op);
-                true
-            }
-        }
+        self.refresh(out, conn, enc, op);
     }
 
     fn refresh(
@@ -311,9 +287,9 @@ impl<C: Link> Engine<C> {
             Err(e) => {
                 self.stats.auth_refused.inc();
                 let code = match e {
-                    AuthError::Disabled => "bad_op",
-                    AuthError::OtherUser => "forbidden",
-                    _ => "unauthorized",
+                    AuthError::Disabled => wire::ErrorCode::BadOp,
+                    AuthError::OtherUser => wire::ErrorCode::Forbidden,
+                    _ => wire::ErrorCode::Unauthorized,
                 };
                 let f = frames::err(enc, id, code, &e.to_string());
                 return self.refuse(out, conn, f);

@@ -208,7 +208,7 @@ impl<C: Link> Engine<C> {
             let f = frames::err(
                 enc,
                 req_id.as_ref(),
-                "too_many_subscriptions",
+                crate::pubsub::wire::ErrorCode::TooManySubscriptions,
                 "this connection holds the most subscriptions allowed",
             );
             self.maybe_release(r);
@@ -334,7 +334,7 @@ impl<C: Link> Engine<C> {
         );
     }
 
-    /// A decoded `sub`, `unsub` or `pub` from connection `id`, at `now`.
+    /// A decoded op (`sub`, `unsub`, `pub`, `auth`) from connection `id`, at `now`.
     pub(super) fn on_op(
         &mut self,
         out: &mut impl Outbox<Conn = C>,
@@ -398,6 +398,7 @@ impl<C: Link> Engine<C> {
                 };
                 self.publish(out, now, topic, data, key.as_deref(), reply);
             }
+            ClientOp::Auth(op) => self.auth(out, id, op),
         }
     }
 }

@@ -235,7 +235,6 @@ impl<C: Link> Engine<C> {
         };
         match op {
             Ok(op) => self.on_op(out, now, conn, op),
-            Err(wire::WireError::BadOp(_)) if self.try_auth(out, conn, &msg) => {}
             Err(e) => self.refuse(out, conn, frames::error(enc, err_id.as_ref(), &e)),
         }
     }
