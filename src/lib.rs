@@ -21,6 +21,7 @@ pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod connection;
+mod counters;
 pub mod fanout;
 pub mod guard;
 pub mod names;

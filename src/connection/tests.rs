@@ -606,6 +606,7 @@ fn compressed_messages_inflate_with_and_without_context_takeover() {
             }
         }
         assert_eq!(s.got.len(), 3, "{offer}");
+        assert!(s.conn.last_message_inflated());
         assert!(s.got.iter().all(|(t, m)| *t && m == text.as_bytes()));
         assert_eq!(s.conn.deflate.as_ref().unwrap().inflater.is_some(), keep);
     }

@@ -30,13 +30,15 @@ use std::{
     ops::Deref,
     pin::Pin,
     sync::{
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicUsize, Ordering},
         Arc, Mutex,
     },
     task::{Context, Poll},
 };
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
+
+use crate::counters::Counter;
 
 pub use backlog::{Backlog, Delivery};
 pub use doorbell::Doorbell;
@@ -51,25 +53,6 @@ impl<T> Deref for Padded<T> {
     type Target = T;
     fn deref(&self) -> &T {
         &self.0
-    }
-}
-
-/// A counter with a single writer: a relaxed load and store, no locked read-modify-write.
-#[derive(Debug, Default)]
-struct Counter(AtomicU64);
-
-impl Counter {
-    #[inline]
-    fn add(&self, n: u64) {
-        self.0.store(
-            self.0.load(Ordering::Relaxed).wrapping_add(n),
-            Ordering::Relaxed,
-        );
-    }
-
-    #[inline]
-    fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
     }
 }
 

@@ -3,46 +3,18 @@
 
 use std::sync::Mutex;
 
-use crate::server::stats::Counter;
+use crate::counters::{counter_set, Counter};
 
-macro_rules! counters {
-    ($($(#[doc = $doc:literal])* $name:ident),* $(,)?) => {
-        /// One worker's pub/sub counters.
-        #[derive(Debug, Default)]
-        pub struct WorkerPubSubStats {
-            $(pub(crate) $name: Counter,)*
-            /// Publish-to-write latency of the messages this worker wrote out.
-            pub(crate) latency: LatencyHistogram,
-            /// The busiest topics this worker owns, refreshed once a second.
-            pub(crate) top: Mutex<Vec<TopicSummary>>,
-        }
-
-        /// A snapshot of the pub/sub counters, summed over workers.
-        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-        #[non_exhaustive]
-        pub struct PubSubStats {
-            $($(#[doc = $doc])* pub $name: u64,)*
-        }
-
-        impl PubSubStats {
-            /// Every field's name and doc line, in declaration order (for exporters).
-            pub const FIELDS: &'static [(&'static str, &'static str)] =
-                &[$((stringify!($name), concat!($($doc),*)),)*];
-
-            /// Add one worker's counters.
-            pub fn add(&mut self, w: &WorkerPubSubStats) {
-                $(self.$name += w.$name.get();)*
-            }
-
-            /// The values in the order of [`PubSubStats::FIELDS`].
-            pub fn values(&self) -> Vec<u64> {
-                vec![$(self.$name,)*]
-            }
-        }
-    };
-}
-
-counters! {
+counter_set! {
+    /// One worker's pub/sub counters.
+    worker WorkerPubSubStats {
+        /// Publish-to-write latency of the messages this worker wrote out.
+        pub(crate) latency: LatencyHistogram,
+        /// The busiest topics this worker owns, refreshed once a second.
+        pub(crate) top: Mutex<Vec<TopicSummary>>,
+    }
+    /// A snapshot of the pub/sub counters, summed over workers.
+    snapshot PubSubStats;
     /// Topics known to the workers now (owned, or with local subscribers).
     topics,
     /// Subscriptions now (connection × topic, pending ones included).

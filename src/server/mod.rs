@@ -4,6 +4,7 @@
 //! a bad address fails at once and port 0 resolves to one port for all workers), then starts
 //! one pinned OS thread per worker, each with its own monoio runtime.
 
+mod accept;
 mod bell;
 mod conn;
 mod core;

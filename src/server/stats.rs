@@ -1,44 +1,18 @@
 //! Per-worker counters: written only by their worker (relaxed load + store, no locked
 //! read-modify-write on the hot path), summed by readers on another thread.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use crate::counters::counter_set;
+pub(crate) use crate::counters::Counter;
 
-macro_rules! counters {
-    ($($(#[doc = $doc:literal])* $name:ident),* $(,)?) => {
-        /// One worker's counters.
-        #[derive(Debug, Default)]
-        pub(crate) struct WorkerStats {
-            $(pub(crate) $name: Counter,)*
-            /// Milliseconds since the server started, stored by the worker's timer loop at
-            /// every tick: how readiness tells a live worker from a stuck one.
-            pub(crate) heartbeat_ms: Counter,
-        }
-
-        /// A snapshot of the counters, summed over workers.
-        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-        #[non_exhaustive]
-        pub struct Stats {
-            $($(#[doc = $doc])* pub $name: u64,)*
-        }
-
-        impl Stats {
-            /// Every field's name and doc line, in declaration order (for exporters).
-            pub const FIELDS: &'static [(&'static str, &'static str)] =
-                &[$((stringify!($name), concat!($($doc),*)),)*];
-
-            pub(crate) fn add(&mut self, w: &WorkerStats) {
-                $(self.$name += w.$name.get();)*
-            }
-
-            /// The values in the order of [`Stats::FIELDS`].
-            pub fn values(&self) -> Vec<u64> {
-                vec![$(self.$name,)*]
-            }
-        }
-    };
-}
-
-counters! {
+counter_set! {
+    /// One worker's counters.
+    worker WorkerStats {
+        /// Milliseconds since the server started, stored by the worker's timer loop at
+        /// every tick: how readiness tells a live worker from a stuck one.
+        pub(crate) heartbeat_ms: Counter,
+    }
+    /// A snapshot of the counters, summed over workers.
+    snapshot Stats;
     /// Connections open now (handshaking or upgraded).
     connections,
     /// TCP connections accepted.
@@ -109,44 +83,6 @@ counters! {
     closed_inflate_limit,
     /// Connections closed with 1007 because a compressed message did not inflate.
     closed_inflate_error,
-}
-
-/// A counter with a single writer.
-#[derive(Debug, Default)]
-pub(crate) struct Counter(AtomicU64);
-
-impl Counter {
-    #[inline]
-    pub(crate) fn add(&self, n: u64) {
-        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
-    }
-
-    #[inline]
-    pub(crate) fn inc(&self) {
-        self.add(1);
-    }
-
-    #[inline]
-    pub(crate) fn dec(&self) {
-        self.0.store(self.0.load(Relaxed).wrapping_sub(1), Relaxed);
-    }
-
-    /// Move a gauge by `delta` (single writer).
-    #[inline]
-    pub(crate) fn shift(&self, delta: i64) {
-        self.0
-            .store(self.0.load(Relaxed).wrapping_add(delta as u64), Relaxed);
-    }
-
-    /// Overwrite the value (single writer).
-    #[inline]
-    pub(crate) fn set(&self, v: u64) {
-        self.0.store(v, Relaxed);
-    }
-
-    pub(crate) fn get(&self) -> u64 {
-        self.0.load(Relaxed)
-    }
 }
 
 /// Milliseconds on a monotonic clock shared by the whole process (its zero is the first
