@@ -256,7 +256,9 @@ impl Connection {
             return z.inflate(payload, limit, true, out);
         }
         let bits = d.params.inflate_window_bits();
-        let z = d.inflater.get_or_insert_with(|| Inflater::new(bits));
+        let z = d
+            .inflater
+            .get_or_insert_with(|| Box::new(Inflater::new(bits)));
         let res = z.inflate(payload, limit, false, out);
         if res.is_err() {
             d.inflater = None; // the connection closes: its inflater goes

@@ -193,7 +193,7 @@ pub struct Connection {
 #[derive(Debug)]
 struct ConnDeflate {
     params: DeflateParams,
-    inflater: Option<Inflater>,
+    inflater: Option<Box<Inflater>>,
 }
 
 impl Connection {

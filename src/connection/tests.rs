@@ -645,7 +645,15 @@ fn compressed_text_that_is_not_utf8_closes_1007() {
 
 #[test]
 fn an_idle_connection_is_small() {
-    // What every idle connection pays for its protocol state (docs/architecture.md).
+    // What every idle connection pays for its protocol state (docs/architecture.md), and
+    // what negotiating permessage-deflate adds before the first compressed message
+    // (docs/protocol.md).
+    println!(
+        "Connection {} bytes, ConnDeflate {} bytes",
+        std::mem::size_of::<Connection>(),
+        std::mem::size_of::<ConnDeflate>()
+    );
+    assert!(std::mem::size_of::<ConnDeflate>() <= 16);
     assert!(
         std::mem::size_of::<Connection>() <= 176,
         "{}",
