@@ -6,7 +6,7 @@
 //! handler calls are in [`worker`](super::worker).
 
 use std::{
-    cell::RefCell,
+    cell::{Cell, RefCell},
     io::IoSlice,
     rc::Rc,
     sync::Arc,
@@ -108,6 +108,9 @@ pub(crate) struct WorkerCore {
     pub(crate) deflate: SharedDeflate,
     wheel: RefCell<TimerWheel>,
     epoch: Instant,
+    /// The tick read at the start of the current wake: one clock read per wake, not one per
+    /// message or per subscriber (a tick is 100 ms).
+    tick: Cell<Tick>,
     dirty: RefCell<Vec<Rc<Conn>>>,
 }
 
@@ -121,13 +124,22 @@ impl WorkerCore {
             stats,
             wheel: RefCell::new(TimerWheel::new(WHEEL_SLOTS)),
             epoch: Instant::now(),
+            tick: Cell::new(0),
             dirty: RefCell::new(Vec::new()),
         }
     }
 
-    /// The current timer tick.
+    /// The current timer tick, as read at the start of this wake.
     pub(crate) fn now(&self) -> Tick {
-        (self.epoch.elapsed().as_nanos() / TICK.as_nanos()) as u64
+        self.tick.get()
+    }
+
+    /// Read the clock: called once at the start of every wake (a readiness event, a timer
+    /// tick, an accept, the handler's wakeup source).
+    pub(crate) fn refresh_clock(&self) -> Tick {
+        let now = (self.epoch.elapsed().as_nanos() / TICK.as_nanos()) as u64;
+        self.tick.set(now);
+        now
     }
 
     /// The connection behind `id`, if it still exists.

@@ -31,6 +31,7 @@ pub(crate) async fn main(w: Rc<Worker>, listener: monoio::net::TcpListener, bell
 
 async fn event_loop(w: Rc<Worker>, src: Rc<dyn Wakeup>) {
     while src.clone().wait().await {
+        w.core.refresh_clock();
         w.end_of_wake();
     }
 }
@@ -44,6 +45,7 @@ async fn accept_loop(w: Rc<Worker>, listener: monoio::net::TcpListener, bell: Ar
         };
         match accepted {
             Ok((stream, addr)) => {
+                w.core.refresh_clock();
                 if let Some(conn) = w.admit(&stream, addr) {
                     monoio::spawn(run(w.clone(), stream, conn));
                 }
@@ -98,6 +100,7 @@ async fn run(w: Rc<Worker>, stream: TcpStream, conn: Rc<Conn>) {
             conn.kicked().await;
             Wake::Kick
         };
+        w.core.refresh_clock();
         match wake {
             Wake::Read => w.on_readable(&conn),
             Wake::Write => {
@@ -127,6 +130,7 @@ async fn drain(w: &Rc<Worker>, window: Duration) {
     );
     let mut chunks = ids.chunks(per_batch).peekable();
     while let Some(chunk) = chunks.next() {
+        w.core.refresh_clock();
         w.drain_some(chunk);
         if chunks.peek().is_some() {
             monoio::time::sleep(TICK).await;

@@ -197,7 +197,7 @@ impl Worker {
     /// handler; returns the bytes consumed. The connection is not borrowed while the
     /// handler runs (it may send to this very connection).
     fn process(&self, conn: &Rc<Conn>, buf: &mut [u8]) -> usize {
-        let cfg = &self.core.set.conn;
+        let (cfg, now) = (&self.core.set.conn, self.core.now());
         let mut ws = self.ws.borrow_mut();
         let mut off = 0;
         while off < buf.len() {
@@ -208,7 +208,6 @@ impl Worker {
                 }
                 continue;
             }
-            let now = self.core.now();
             let read = conn.state_mut().read(&mut buf[off..], &mut ws, cfg, now);
             match read {
                 Read::Done(used) => {
@@ -357,7 +356,7 @@ impl Worker {
 
     /// Run every timer due now: handshake and close deadlines, pings, silent peers.
     pub(crate) fn on_tick(&self, due: &mut Vec<(u32, u64)>) {
-        let now = self.core.now();
+        let now = self.core.refresh_clock();
         for conn in self.core.due(now, due) {
             self.on_timer(&conn, now);
         }
