@@ -20,7 +20,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use corecast::fanout::{Mesh, MeshStats, Outboxes, SendError};
+use corecast::fanout::{Mesh, MeshStats, Outboxes, Undelivered};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 /// Inbox capacity (items), as a worker would configure it.
@@ -174,12 +174,12 @@ fn produce<T: Item>(out: &Outboxes<T>, frame: &T, iters: u64, mode: Mode) {
             };
             match r {
                 Ok(()) => break,
-                Err(SendError::Full(t)) => {
+                Err(Undelivered::Full(t)) => {
                     item = t;
                     out.flush();
                     std::hint::spin_loop();
                 }
-                Err(SendError::Closed(_)) => panic!("consumer gone"),
+                Err(Undelivered::Closed(_)) => panic!("consumer gone"),
             }
         }
         if let Mode::PushFlush(n) = mode {

@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 
-use super::{Outboxes, SendError};
+use super::{Outboxes, Undelivered};
 
 /// What [`Backlog::send`] did with an item it accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,7 +18,7 @@ pub enum Delivery {
 /// A producer's block-free spill: items the worker's inbox refused as full, kept in order and
 /// retried by [`flush`](Self::flush) (call it on every tick and after every drain). Holds at
 /// most `limit` items per worker; past that, [`send`](Self::send) hands the item back with
-/// [`SendError::Full`] for the caller to drop and count. Single owner, no locking.
+/// [`Undelivered::Full`] for the caller to drop and count. Single owner, no locking.
 #[derive(Debug)]
 pub struct Backlog<T> {
     queues: Vec<VecDeque<T>>,
@@ -44,7 +44,7 @@ impl<T> Backlog<T> {
         out: &Outboxes<T>,
         worker: usize,
         item: T,
-    ) -> Result<Delivery, SendError<T>> {
+    ) -> Result<Delivery, Undelivered<T>> {
         if !self.queues[worker].is_empty() {
             self.flush_one(out, worker);
         }
@@ -52,7 +52,7 @@ impl<T> Backlog<T> {
         if q.is_empty() {
             return match out.send(worker, item) {
                 Ok(()) => Ok(Delivery::Sent),
-                Err(SendError::Full(t)) if self.limit > 0 => {
+                Err(Undelivered::Full(t)) if self.limit > 0 => {
                     q.push_back(t);
                     self.pending += 1;
                     Ok(Delivery::Deferred)
@@ -61,7 +61,7 @@ impl<T> Backlog<T> {
             };
         }
         if q.len() >= self.limit {
-            return Err(SendError::Full(item));
+            return Err(Undelivered::Full(item));
         }
         q.push_back(item);
         self.pending += 1;
@@ -84,11 +84,11 @@ impl<T> Backlog<T> {
         while let Some(item) = q.pop_front() {
             match out.send(worker, item) {
                 Ok(()) => sent += 1,
-                Err(SendError::Full(t)) => {
+                Err(Undelivered::Full(t)) => {
                     q.push_front(t);
                     break;
                 }
-                Err(SendError::Closed(_)) => {
+                Err(Undelivered::Closed(_)) => {
                     self.pending -= q.len() + 1;
                     q.clear();
                     return sent;
@@ -170,6 +170,9 @@ mod tests {
         assert_eq!(b.flush(&outboxes), 0);
         assert!(b.is_empty());
         assert_eq!(outboxes.counters().closed, 1);
-        assert!(matches!(b.send(&outboxes, 1, 4), Err(SendError::Closed(4))));
+        assert!(matches!(
+            b.send(&outboxes, 1, 4),
+            Err(Undelivered::Closed(4))
+        ));
     }
 }

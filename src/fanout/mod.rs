@@ -16,7 +16,7 @@
 //!
 //! This module owns the channels, the doorbells and their counters. It does not know what an
 //! item is, which worker is interested in a topic, or what to do with an item that does not
-//! fit: [`SendError::Full`] hands it back, and [`Backlog`] is the block-free spill a producer
+//! fit: [`Undelivered::Full`] hands it back, and [`Backlog`] is the block-free spill a producer
 //! can keep to retry it later, in order.
 
 mod backlog;
@@ -186,7 +186,7 @@ impl<T> Mesh<T> {
 
 /// Why [`Outboxes::send`] refused an item; the item is handed back either way.
 #[derive(PartialEq, Eq, Clone, Copy)]
-pub enum SendError<T> {
+pub enum Undelivered<T> {
     /// The worker's inbox holds `capacity` items: it is behind. Retry later (see
     /// [`Backlog`]), or drop and count.
     Full(T),
@@ -194,7 +194,7 @@ pub enum SendError<T> {
     Closed(T),
 }
 
-impl<T> SendError<T> {
+impl<T> Undelivered<T> {
     /// The item that was not sent.
     pub fn into_inner(self) -> T {
         match self {
@@ -208,7 +208,7 @@ impl<T> SendError<T> {
     }
 }
 
-impl<T> fmt::Debug for SendError<T> {
+impl<T> fmt::Debug for Undelivered<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Full(_) => "Full(..)",
@@ -217,7 +217,7 @@ impl<T> fmt::Debug for SendError<T> {
     }
 }
 
-impl<T> fmt::Display for SendError<T> {
+impl<T> fmt::Display for Undelivered<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Full(_) => "worker inbox is full",
@@ -226,7 +226,7 @@ impl<T> fmt::Display for SendError<T> {
     }
 }
 
-impl<T> std::error::Error for SendError<T> {}
+impl<T> std::error::Error for Undelivered<T> {}
 
 /// A producer's handle on every worker's inbox.
 ///
@@ -271,12 +271,12 @@ impl<T> Outboxes<T> {
     }
 
     /// Put `item` into `worker`'s inbox without blocking, and wake the worker if it is
-    /// parked. On [`SendError`] the item comes back and nothing was queued.
+    /// parked. On [`Undelivered`] the item comes back and nothing was queued.
     ///
     /// # Panics
     /// If `worker >= self.workers()`.
     #[inline]
-    pub fn send(&self, worker: usize, item: T) -> Result<(), SendError<T>> {
+    pub fn send(&self, worker: usize, item: T) -> Result<(), Undelivered<T>> {
         self.try_put(worker, item)?;
         self.ring(worker);
         Ok(())
@@ -285,7 +285,7 @@ impl<T> Outboxes<T> {
     /// Put `item` into `worker`'s inbox without blocking, and leave the wake to the next
     /// [`flush`](Self::flush). Until then a parked worker does not see the item, so call
     /// `flush` before this thread waits for anything (at the end of every wake); dropping the
-    /// handle flushes too. On [`SendError`] the item comes back and nothing was queued.
+    /// handle flushes too. On [`Undelivered`] the item comes back and nothing was queued.
     ///
     /// A `Full` inbox is rung at once: its worker may be parked with our unflushed items, and
     /// the caller is about to wait for it to make room.
@@ -293,17 +293,17 @@ impl<T> Outboxes<T> {
     /// # Panics
     /// If `worker >= self.workers()`.
     #[inline]
-    pub fn push(&self, worker: usize, item: T) -> Result<(), SendError<T>> {
+    pub fn push(&self, worker: usize, item: T) -> Result<(), Undelivered<T>> {
         match self.try_put(worker, item) {
             Ok(()) => {
                 self.deferred[worker].set(true);
                 self.any_deferred.set(true);
                 Ok(())
             }
-            Err(SendError::Full(t)) => {
+            Err(Undelivered::Full(t)) => {
                 self.deferred[worker].set(false);
                 self.ring(worker);
-                Err(SendError::Full(t))
+                Err(Undelivered::Full(t))
             }
             Err(e) => Err(e),
         }
@@ -335,7 +335,7 @@ impl<T> Outboxes<T> {
     }
 
     #[inline]
-    fn try_put(&self, worker: usize, item: T) -> Result<(), SendError<T>> {
+    fn try_put(&self, worker: usize, item: T) -> Result<(), Undelivered<T>> {
         let c = &self.counters;
         match self.senders[worker].try_send(item) {
             Ok(()) => {
@@ -344,11 +344,11 @@ impl<T> Outboxes<T> {
             }
             Err(TrySendError::Full(t)) => {
                 c.full.add(1);
-                Err(SendError::Full(t))
+                Err(Undelivered::Full(t))
             }
             Err(TrySendError::Disconnected(t)) => {
                 c.closed.add(1);
-                Err(SendError::Closed(t))
+                Err(Undelivered::Closed(t))
             }
         }
     }
@@ -857,7 +857,7 @@ mod tests {
         outboxes.send(0, 1).unwrap();
         outboxes.send(0, 2).unwrap();
         match outboxes.send(0, 3) {
-            Err(e @ SendError::Full(_)) => {
+            Err(e @ Undelivered::Full(_)) => {
                 assert!(e.is_full());
                 assert_eq!(e.into_inner(), 3);
             }
@@ -877,7 +877,7 @@ mod tests {
         } = Mesh::new(2, 2);
         let extra = outboxes.clone();
         drop(inboxes.pop());
-        assert!(matches!(outboxes.send(1, 1), Err(SendError::Closed(1))));
+        assert!(matches!(outboxes.send(1, 1), Err(Undelivered::Closed(1))));
         outboxes.send(0, 5).unwrap();
         drop(outboxes);
         let mut buf = Vec::new();

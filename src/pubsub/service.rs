@@ -17,7 +17,7 @@ use super::{
 };
 use crate::{
     config::{Config, SlowConsumer},
-    fanout::{Inbox, Mesh, MeshStats, Outboxes, SendError as MeshError},
+    fanout::{Inbox, Mesh, MeshStats, Outboxes, Undelivered},
     queue::SlowPolicy,
     server::ServerBuilder,
 };
@@ -249,8 +249,8 @@ impl Publisher {
         let owner = owner_of(name.as_str(), self.workers);
         match self.out.send(owner, item) {
             Ok(()) => {}
-            Err(MeshError::Full(_)) => return Err(PublishError::Busy),
-            Err(MeshError::Closed(_)) => return Err(PublishError::Closed),
+            Err(Undelivered::Full(_)) => return Err(PublishError::Busy),
+            Err(Undelivered::Closed(_)) => return Err(PublishError::Closed),
         }
         rx.recv_timeout(timeout).map_err(|e| match e {
             crossbeam_channel::RecvTimeoutError::Timeout => PublishError::Timeout,

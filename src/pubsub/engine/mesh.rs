@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::{topics::fan_out, Engine, Link, Outbox, Time, TopicRef, BATCH, MAX_ITEMS_PER_WAKE};
 use crate::{
-    fanout::SendError as MeshError,
+    fanout::Undelivered,
     pubsub::{
         frames::{self, Frames},
         wire::{Encoding, Id, Payload},
@@ -101,13 +101,13 @@ impl<C: Link> Engine<C> {
         let item = if self.backlog.len_for(worker) == 0 {
             match self.mesh.push(worker, item) {
                 Ok(()) => return,
-                Err(MeshError::Full(item)) => item,
-                Err(MeshError::Closed(_)) => return,
+                Err(Undelivered::Full(item)) => item,
+                Err(Undelivered::Closed(_)) => return,
             }
         } else {
             item
         };
-        if let Err(MeshError::Full(_)) = self.backlog.send(&self.mesh, worker, item) {
+        if let Err(Undelivered::Full(_)) = self.backlog.send(&self.mesh, worker, item) {
             self.stats.mesh_lost.inc();
             tracing::warn!(
                 worker = self.me,
