@@ -4,7 +4,7 @@
 //! a close frame is ignored.
 
 use crate::{
-    client::{close_payload, op},
+    common::{close_payload, op},
     each_case, each_driver,
 };
 

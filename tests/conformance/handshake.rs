@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use corecast::proto::handshake::accept_key;
 
 use crate::{
-    client::{http_reject, op, upgrade_request, Client, HttpResponse, RFC_ACCEPT, RFC_KEY},
+    common::{http_reject, op, upgrade_request, HttpResponse, RawClient, RFC_ACCEPT, RFC_KEY},
     each_driver, each_driver_with, Env,
 };
 
@@ -22,8 +22,8 @@ fn host(addr: SocketAddr) -> String {
     format!("Host: {addr}\r\n")
 }
 
-fn upgrade_via(env: &Env, case: &str, req: &[u8]) -> Client {
-    Client::connect_raw(env.addr(), env.ctx(case), req, &[])
+fn upgrade_via(env: &Env, case: &str, req: &[u8]) -> RawClient {
+    RawClient::connect_raw(env.addr(), env.ctx(case), req, &[])
 }
 
 /// RFC 6455 1.3 / 4.2.2: the key "dGhlIHNhbXBsZSBub25jZQ==" is answered with
@@ -46,13 +46,13 @@ fn accept_key_matches_rfc_example() {
 
         // Another key: the answer follows the key.
         let key = "x3JJHMbDL1EzLkh9GBhXDw==";
-        let mut s = crate::client::tcp(env.addr(), &env.ctx("other key"));
+        let mut s = crate::common::tcp(env.addr(), &env.ctx("other key"));
         let req = format!(
             "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
         );
         std::io::Write::write_all(&mut s, req.as_bytes()).unwrap();
-        let resp = crate::client::read_http_head(&mut s, &env.ctx("other key"));
+        let resp = crate::common::read_http_head(&mut s, &env.ctx("other key"));
         assert_eq!(resp.status, 101, "{}", env.ctx("other key"));
         assert_eq!(
             resp.header("sec-websocket-accept"),
@@ -146,7 +146,7 @@ fn subprotocol_negotiation() {
             ];
             for (offer, want) in cases {
                 let case = format!("offer {offer:?}");
-                let mut c = Client::connect_with(env.addr(), env.ctx(&case), offer);
+                let mut c = RawClient::connect_with(env.addr(), env.ctx(&case), offer);
                 assert_eq!(
                     c.response.all("sec-websocket-protocol"),
                     want.into_iter().collect::<Vec<_>>(),
@@ -161,7 +161,7 @@ fn subprotocol_negotiation() {
     );
     // A server with no subprotocols configured never answers with one.
     each_driver(|env| {
-        let c = Client::connect_with(
+        let c = RawClient::connect_with(
             env.addr(),
             env.ctx("no subprotocols configured"),
             "Sec-WebSocket-Protocol: chat.v1\r\n",
@@ -181,7 +181,7 @@ fn subprotocol_negotiation() {
 fn permessage_deflate_offer_is_declined() {
     each_driver(|env| {
         let offer = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n";
-        let mut c = Client::connect_with(env.addr(), env.ctx("deflate offer"), offer);
+        let mut c = RawClient::connect_with(env.addr(), env.ctx("deflate offer"), offer);
         assert_eq!(
             c.response.header("sec-websocket-extensions"),
             None,
@@ -206,15 +206,15 @@ fn permessage_deflate_offer_is_declined() {
 #[test]
 fn pipelined_frames_after_request_are_processed() {
     each_driver(|env| {
-        let req = upgrade_request(env.addr(), "");
-        let mut frames = crate::client::frame(op::TEXT, true, b"pipelined", [1, 2, 3, 4]);
-        frames.extend(crate::client::frame(
+        let req = upgrade_request(env.addr(), "/chat", "");
+        let mut frames = crate::common::frame(op::TEXT, true, b"pipelined", [1, 2, 3, 4]);
+        frames.extend(crate::common::frame(
             op::BINARY,
             true,
             &[0xAB; 300],
             [5, 6, 7, 8],
         ));
-        let mut c = Client::connect_raw(
+        let mut c = RawClient::connect_raw(
             env.addr(),
             env.ctx("pipelined data"),
             req.as_bytes(),
@@ -230,10 +230,10 @@ fn pipelined_frames_after_request_are_processed() {
 #[test]
 fn pipelined_ping_after_request_is_answered_after_101() {
     each_driver(|env| {
-        let req = upgrade_request(env.addr(), "");
-        let ping = crate::client::frame(op::PING, true, b"early", [1, 2, 3, 4]);
+        let req = upgrade_request(env.addr(), "/chat", "");
+        let ping = crate::common::frame(op::PING, true, b"early", [1, 2, 3, 4]);
         let mut c =
-            Client::connect_raw(env.addr(), env.ctx("pipelined ping"), req.as_bytes(), &ping);
+            RawClient::connect_raw(env.addr(), env.ctx("pipelined ping"), req.as_bytes(), &ping);
         c.expect_pong(b"early");
         c.close_normally();
     });
@@ -244,9 +244,9 @@ fn pipelined_ping_after_request_is_answered_after_101() {
 #[test]
 fn pipelined_close_or_error_after_request_comes_after_101() {
     each_driver(|env| {
-        let req = upgrade_request(env.addr(), "");
-        let close = crate::client::frame(op::CLOSE, true, &1000u16.to_be_bytes(), [1, 2, 3, 4]);
-        let mut c = Client::connect_raw(
+        let req = upgrade_request(env.addr(), "/chat", "");
+        let close = crate::common::frame(op::CLOSE, true, &1000u16.to_be_bytes(), [1, 2, 3, 4]);
+        let mut c = RawClient::connect_raw(
             env.addr(),
             env.ctx("pipelined close"),
             req.as_bytes(),
@@ -254,9 +254,9 @@ fn pipelined_close_or_error_after_request_comes_after_101() {
         );
         c.expect_close_echo(Some(1000));
 
-        let bad = crate::client::raw_frame(op::TEXT, true, 0, None, b"unmasked");
+        let bad = crate::common::raw_frame(op::TEXT, true, 0, None, b"unmasked");
         let mut c =
-            Client::connect_raw(env.addr(), env.ctx("pipelined error"), req.as_bytes(), &bad);
+            RawClient::connect_raw(env.addr(), env.ctx("pipelined error"), req.as_bytes(), &bad);
         c.expect_close(1002);
     });
 }
@@ -357,17 +357,17 @@ fn version_8_is_426_with_version_13_header() {
 #[test]
 fn oversize_head_is_431() {
     each_driver(|env| {
-        let base = upgrade_request(env.addr(), "");
+        let base = upgrade_request(env.addr(), "/chat", "");
         let limit = corecast::Config::default().max_handshake_bytes;
         // "X-Pad: " + value + "\r\n" inserted before the final CRLF.
         let pad = |total: usize| {
             let fill = total - base.len() - "X-Pad: \r\n".len();
             let extra = format!("X-Pad: {}\r\n", "p".repeat(fill));
-            let req = upgrade_request(env.addr(), &extra);
+            let req = upgrade_request(env.addr(), "/chat", &extra);
             assert_eq!(req.len(), total);
             req
         };
-        let mut c = Client::connect_raw(
+        let mut c = RawClient::connect_raw(
             env.addr(),
             env.ctx("head of exactly max_handshake_bytes"),
             pad(limit).as_bytes(),
@@ -384,7 +384,7 @@ fn oversize_head_is_431() {
         expect_status(
             env,
             "200 headers",
-            upgrade_request(env.addr(), &many).as_bytes(),
+            upgrade_request(env.addr(), "/chat", &many).as_bytes(),
             431,
         );
         // An endless head that never ends in CRLF CRLF: 431 once over the limit.

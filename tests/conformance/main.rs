@@ -1,4 +1,5 @@
-//! RFC 6455 conformance suite: a raw client (`client.rs`) drives the in-process echo server
+//! RFC 6455 conformance suite: a raw client (`tests/common/raw.rs`, shared with the other
+//! integration tests) drives the in-process echo server
 //! (`tests/common`) under every io driver from `drivers()` (`CORECAST_TEST_DRIVERS`).
 //!
 //! One module per RFC section; each Autobahn|Testsuite group has its counterpart:
@@ -31,8 +32,6 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-mod client;
-
 mod close;
 mod control;
 mod fragmentation;
@@ -50,10 +49,7 @@ use std::{
 
 use corecast::{Config, Driver};
 
-use crate::{
-    client::Client,
-    common::{drivers, start_echo, test_config, TestServer},
-};
+use crate::common::{drivers, start_echo, test_config, RawClient, TestServer};
 
 /// One driver's echo server, handed to a test body.
 pub struct Env {
@@ -72,8 +68,8 @@ impl Env {
     }
 
     /// A fresh upgraded connection.
-    pub fn connect(&self, case: impl std::fmt::Display) -> Client {
-        Client::connect(self.addr(), self.ctx(case))
+    pub fn connect(&self, case: impl std::fmt::Display) -> RawClient {
+        RawClient::connect(self.addr(), self.ctx(case))
     }
 }
 
