@@ -26,16 +26,16 @@ use crate::{
     each_case, each_driver, Env,
 };
 
-/// Wait until the server has no connection left; then its stats.
-fn stats_once_idle(env: &Env) -> corecast::server::Stats {
-    assert!(
-        wait_until(Duration::from_secs(3), || env.server.stats().connections
-            == 0),
-        "{}: {:?}",
-        env.ctx("connections gone"),
-        env.server.stats()
+/// Once the server has no connection left, it must count `closes` connections closed and
+/// no close timeout: every close so far was the client's.
+fn expect_client_closes(env: &Env, closes: u64) {
+    let ctx = env.ctx("close counters");
+    let stats = env.stats_when_idle();
+    assert_eq!(
+        (stats.closed, stats.close_timeouts),
+        (closes, 0),
+        "[{ctx}] {stats:?}"
     );
-    env.server.stats()
 }
 
 /// Autobahn 7.3.1: a close with no payload is answered by an empty close, then TCP closes.
@@ -46,13 +46,7 @@ fn empty_close_is_echoed_empty() {
         c.send(op::CLOSE, true, b"");
         c.expect_close_echo(None);
         // A client-initiated close counts as closed, never as a close timeout.
-        let stats = stats_once_idle(env);
-        assert_eq!(
-            (stats.closed, stats.close_timeouts),
-            (1, 0),
-            "{}: {stats:?}",
-            env.ctx("empty close")
-        );
+        expect_client_closes(env, 1);
     });
 }
 
@@ -300,13 +294,7 @@ fn client_close_is_echoed_with_its_code_and_server_drops_tcp() {
         assert!(finishes_closed(&mut ws), "{ctx}");
         assert!(closed_within(ws.get_mut(), Duration::from_secs(3)), "{ctx}");
 
-        let stats = stats_once_idle(env);
-        assert_eq!(
-            (stats.closed, stats.close_timeouts),
-            (2, 0),
-            "{}: {stats:?}",
-            env.ctx("client closes")
-        );
+        expect_client_closes(env, 2);
     });
 }
 

@@ -301,13 +301,7 @@ fn expect_status(env: &Env, case: &str, req: &[u8], status: u16) -> HttpResponse
 /// rejections and `opened` upgrades.
 fn expect_counts(env: &Env, rejected: u64, opened: u64) {
     let ctx = env.ctx("counters");
-    assert!(
-        wait_until(Duration::from_secs(3), || env.server.stats().connections
-            == 0),
-        "[{ctx}] {:?}",
-        env.server.stats()
-    );
-    let stats = env.server.stats();
+    let stats = env.stats_when_idle();
     assert_eq!(
         (stats.handshake_rejected, stats.opened),
         (rejected, opened),
