@@ -92,7 +92,7 @@ fn inflate(payload: &[u8]) -> Vec<u8> {
 /// The next data message: (opcode, whether it came compressed, inflated payload).
 fn read_message(s: &mut TcpStream) -> (u8, bool, Vec<u8>) {
     loop {
-        let f = read_frame(s).expect("a frame");
+        let f = read_frame_rsv(s, RSV1).expect("a frame");
         match f.opcode {
             0x9 | 0xA => continue,
             0x1 | 0x2 => {
@@ -247,7 +247,7 @@ fn narrow_server_window_replies_inflate() {
         let msg = text(5000, 2);
         s.write_all(&client_frame(0x1, true, 0, msg.as_bytes()))
             .unwrap();
-        let f = read_frame(&mut s).unwrap();
+        let f = read_frame_rsv(&mut s, RSV1).unwrap();
         assert_eq!(f.rsv, 0b100);
         let mut d = Decompress::new_with_window_bits(false, 9);
         let mut input = f.payload.clone();

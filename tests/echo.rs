@@ -82,12 +82,9 @@ fn fragmented_text_with_interleaved_ping_is_echoed_as_one_message() {
             "{driver:?}: the ping is answered first: {pong:?}"
         );
         assert_eq!(pong.payload, b"between fragments", "{driver:?}");
+        // read_frame fails the test on a masked server frame.
         let echo = read_frame(&mut s).expect("echo");
-        assert_eq!(
-            (echo.opcode, echo.fin, echo.masked),
-            (0x1, true, false),
-            "{driver:?}: {echo:?}"
-        );
+        assert_eq!((echo.opcode, echo.fin), (0x1, true), "{driver:?}: {echo:?}");
         assert_eq!(echo.payload, bytes, "{driver:?}: echoed as one message");
         assert_eq!(srv.stats().messages_in, 1, "{driver:?}");
 

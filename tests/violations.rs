@@ -43,7 +43,7 @@ fn unmasked_frame_is_closed_with_1002() {
     assert_violation(
         "unmasked text",
         default,
-        &unmasked_frame(0x1, true, b"hello"),
+        &raw_frame(0x1, true, 0, None, b"hello"),
         1002,
     );
 }

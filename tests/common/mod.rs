@@ -1,9 +1,15 @@
 //! Shared helpers for integration tests: start a real server on an ephemeral loopback port
-//! under each io driver, and small raw-socket utilities.
+//! under each io driver, tungstenite clients, and (in `raw`, re-exported here) the raw
+//! WebSocket client that the conformance suite and the raw-socket tests share.
 #![allow(dead_code)]
 
+mod raw;
+
+#[allow(unused_imports)] // not every test binary uses the raw client
+pub use raw::*;
+
 use std::{
-    io::{Read, Write},
+    io::Read,
     net::{SocketAddr, TcpStream},
     time::{Duration, Instant},
 };
@@ -138,13 +144,6 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
-/// A raw TCP connection that has completed the WebSocket handshake.
-pub fn raw_ws(addr: SocketAddr) -> TcpStream {
-    let (head, s) = send_upgrade(addr, &upgrade_request(addr, "/", ""));
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    s
-}
-
 // ----- reads that retry EINTR -----
 
 /// `read`, retried when interrupted. With the uring driver a blocking read (with a timeout) in
@@ -246,198 +245,6 @@ pub fn finishes_closed(ws: &mut Client) -> bool {
     false
 }
 
-// ----- raw frames -----
-
-/// A frame read from the server, as it came on the wire.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawFrame {
-    /// FIN bit.
-    pub fin: bool,
-    /// RSV bits (RSV1 = 0b100).
-    pub rsv: u8,
-    /// The 4-bit opcode.
-    pub opcode: u8,
-    /// Whether the MASK bit was set (a server must never set it).
-    pub masked: bool,
-    /// The payload.
-    pub payload: Vec<u8>,
-}
-
-impl RawFrame {
-    /// The close code and reason of a close frame (1005 when it has no payload).
-    pub fn close_code(&self) -> (u16, String) {
-        assert_eq!(self.opcode, 0x8, "not a close frame: {self:?}");
-        if self.payload.len() < 2 {
-            return (1005, String::new());
-        }
-        let code = u16::from_be_bytes([self.payload[0], self.payload[1]]);
-        (
-            code,
-            String::from_utf8_lossy(&self.payload[2..]).into_owned(),
-        )
-    }
-}
-
-/// The mask raw tests put on client frames.
-pub const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
-
-/// Encode one masked client frame with any opcode (including reserved ones) and RSV bits.
-pub fn client_frame(opcode: u8, fin: bool, rsv: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(payload.len() + 14);
-    out.push((u8::from(fin) << 7) | ((rsv & 0b111) << 4) | (opcode & 0x0f));
-    let len = payload.len();
-    if len < 126 {
-        out.push(0x80 | len as u8);
-    } else if len <= usize::from(u16::MAX) {
-        out.push(0x80 | 126);
-        out.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        out.push(0x80 | 127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    out.extend_from_slice(&MASK);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
-    out
-}
-
-/// Encode one unmasked frame (which a client must never send).
-pub fn unmasked_frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
-    assert!(payload.len() < 126);
-    let mut out = vec![(u8::from(fin) << 7) | opcode, payload.len() as u8];
-    out.extend_from_slice(payload);
-    out
-}
-
-/// A masked client close frame with `code` and `reason`.
-pub fn client_close(code: u16, reason: &str) -> Vec<u8> {
-    let mut payload = code.to_be_bytes().to_vec();
-    payload.extend_from_slice(reason.as_bytes());
-    client_frame(0x8, true, 0, &payload)
-}
-
-/// Read one server frame; `None` when the server closed the stream before a frame started.
-/// Panics on a read error (including the socket's read timeout) or a truncated frame.
-pub fn read_frame(s: &mut TcpStream) -> Option<RawFrame> {
-    let mut head = [0u8; 2];
-    match read_some(s, &mut head[..1]) {
-        Ok(0) => return None,
-        Ok(_) => {}
-        Err(e) => panic!("reading a frame: {e}"),
-    }
-    s.read_exact(&mut head[1..]).expect("frame header");
-    let fin = head[0] & 0x80 != 0;
-    let rsv = (head[0] >> 4) & 0b111;
-    let opcode = head[0] & 0x0f;
-    let masked = head[1] & 0x80 != 0;
-    let len = match head[1] & 0x7f {
-        126 => {
-            let mut b = [0u8; 2];
-            s.read_exact(&mut b).expect("16-bit length");
-            u64::from(u16::from_be_bytes(b))
-        }
-        127 => {
-            let mut b = [0u8; 8];
-            s.read_exact(&mut b).expect("64-bit length");
-            u64::from_be_bytes(b)
-        }
-        n => u64::from(n),
-    };
-    let mut mask = [0u8; 4];
-    if masked {
-        s.read_exact(&mut mask).expect("mask");
-    }
-    let mut payload = vec![0u8; usize::try_from(len).expect("frame length")];
-    s.read_exact(&mut payload).expect("frame payload");
-    if masked {
-        payload
-            .iter_mut()
-            .enumerate()
-            .for_each(|(i, b)| *b ^= mask[i % 4]);
-    }
-    Some(RawFrame {
-        fin,
-        rsv,
-        opcode,
-        masked,
-        payload,
-    })
-}
-
-/// Read frames until a close frame; pings and pongs are skipped, data frames are a failure.
-pub fn read_close_frame(s: &mut TcpStream) -> (u16, String) {
-    loop {
-        let f = read_frame(s).expect("server closed TCP without a close frame");
-        assert!(!f.masked, "server frames must not be masked: {f:?}");
-        match f.opcode {
-            0x8 => return f.close_code(),
-            0x9 | 0xA => continue,
-            _ => panic!("expected a close frame, got {f:?}"),
-        }
-    }
-}
-
-/// Whether the server closes the TCP stream (EOF or reset) within `within`; bytes that arrive
-/// meanwhile are discarded.
-pub fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
-    let end = Instant::now() + within;
-    let mut buf = [0u8; 4096];
-    loop {
-        let left = end.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return false;
-        }
-        s.set_read_timeout(Some(left)).unwrap();
-        match read_some(s, &mut buf) {
-            Ok(0) => return true,
-            Ok(_) => continue,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return false
-            }
-            Err(_) => return true, // reset
-        }
-    }
-}
-
-/// Send the raw bytes `req` on a new connection and read the whole answer until the server
-/// closes. Returns (status, head, body).
-pub fn http_exchange(addr: SocketAddr, req: &[u8]) -> (u16, String, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-    s.write_all(req).unwrap();
-    let mut resp = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match read_some(&mut s, &mut buf) {
-            Ok(0) => break,
-            Ok(n) => resp.extend_from_slice(&buf[..n]),
-            // A reset after the answer arrived still leaves the answer to check.
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && !resp.is_empty() => break,
-            Err(e) => panic!("reading the handshake answer: {e} (got so far: {resp:?})"),
-        }
-    }
-    let text = String::from_utf8_lossy(&resp).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
-    (status, head.to_owned(), body.to_owned())
-}
-
-/// A valid upgrade request for `path` with `extra` header lines (each ending in CRLF).
-pub fn upgrade_request(addr: SocketAddr, path: &str, extra: &str) -> String {
-    format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
-    )
-}
-
 /// A port that was free a moment ago on 127.0.0.1 (for spawning the binary).
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -451,29 +258,6 @@ pub fn driver_flag(driver: Driver) -> &'static str {
         Driver::Epoll => "epoll",
         Driver::Auto => "auto",
     }
-}
-
-/// Read an HTTP response head (through the blank line) byte by byte, leaving what follows.
-pub fn read_http_head(s: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(
-            read_some(s, &mut b).unwrap(),
-            1,
-            "server closed during the response head"
-        );
-        head.push(b[0]);
-    }
-    String::from_utf8(head).expect("response head is not UTF-8")
-}
-
-/// Open a TCP connection and send `req`; returns the response head and the stream.
-pub fn send_upgrade(addr: SocketAddr, req: &str) -> (String, TcpStream) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-    s.write_all(req.as_bytes()).unwrap();
-    (read_http_head(&mut s), s)
 }
 
 /// Send `v` as a JSON text message.

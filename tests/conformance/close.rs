@@ -1,12 +1,42 @@
 //! RFC 6455 5.5.1 and 7.4 close frames (Autobahn 7 Close Handling): the server echoes a valid
 //! close (its code, or an empty close for an empty one) and then closes TCP; malformed close
 //! frames and invalid codes fail with 1002, a reason that is not UTF-8 with 1007; data after
-//! a close frame is ignored.
+//! a close frame is ignored. RFC 6455 7.1.2 and 7.1.1 from the server's side: a
+//! handler-initiated close reaches the client after the data queued before it, the handler
+//! learns the client's close code, and an unanswered close times out.
+
+use std::{
+    io::Write,
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use corecast::{
+    proto::CloseCode,
+    server::{ConnId, Ctx, Handler, Message, Server},
+};
+use tungstenite::protocol::{frame::coding::CloseCode as WsCode, CloseFrame};
 
 use crate::{
-    client::{close_payload, op},
-    each_case, each_driver,
+    common::{
+        client_close, client_frame, close_payload, closed_within, connect, drivers,
+        finishes_closed, op, raw_ws, read_close, read_close_frame, read_data, read_frame, start,
+        test_config, wait_until, TestServer,
+    },
+    each_case, each_driver, Env,
 };
+
+/// Once the server has no connection left, it must count `closes` connections closed and
+/// no close timeout: every close so far was the client's.
+fn expect_client_closes(env: &Env, closes: u64) {
+    let ctx = env.ctx("close counters");
+    let stats = env.stats_when_idle();
+    assert_eq!(
+        (stats.closed, stats.close_timeouts),
+        (closes, 0),
+        "[{ctx}] {stats:?}"
+    );
+}
 
 /// Autobahn 7.3.1: a close with no payload is answered by an empty close, then TCP closes.
 #[test]
@@ -15,6 +45,8 @@ fn empty_close_is_echoed_empty() {
         let mut c = env.connect("empty close");
         c.send(op::CLOSE, true, b"");
         c.expect_close_echo(None);
+        // A client-initiated close counts as closed, never as a close timeout.
+        expect_client_closes(env, 1);
     });
 }
 
@@ -231,4 +263,168 @@ fn close_written_octet_wise() {
         c.send_chopped(&f, 1);
         c.expect_close_echo(Some(4000));
     });
+}
+
+/// A client-initiated close with a code and a reason, raw (4001) or from tungstenite (1000):
+/// the client's code is echoed and the server drops TCP within 3 s; each counts as closed,
+/// none as a close timeout.
+#[test]
+fn client_close_is_echoed_with_its_code_and_server_drops_tcp() {
+    each_driver(|env| {
+        let mut c = env.connect("raw close 4001");
+        let started = Instant::now();
+        c.send_close(4001, b"client done");
+        c.expect_close_echo(Some(4001));
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "[{}] server kept TCP open: {:?}",
+            c.ctx,
+            started.elapsed()
+        );
+
+        let ctx = env.ctx("tungstenite close");
+        let mut ws = connect(env.addr());
+        ws.close(Some(CloseFrame {
+            code: WsCode::Normal,
+            reason: "bye".into(),
+        }))
+        .unwrap();
+        let (code, _) = read_close(&mut ws);
+        assert_eq!(code, 1000, "{ctx}");
+        assert!(finishes_closed(&mut ws), "{ctx}");
+        assert!(closed_within(ws.get_mut(), Duration::from_secs(3)), "{ctx}");
+
+        expect_client_closes(env, 2);
+    });
+}
+
+/// Sends "goodbye" then closes with 4000 when it receives "close me"; reports every
+/// `on_close` code.
+struct Closer {
+    closed: mpsc::Sender<Option<u16>>,
+}
+
+impl Handler for Closer {
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, msg: Message<'_>) {
+        if msg == Message::Text("close me") {
+            ctx.send_text(conn, "goodbye").unwrap();
+            ctx.close(conn, CloseCode(4000), "requested");
+        } else if let Message::Text(t) = msg {
+            ctx.send_text(conn, t).unwrap();
+        }
+    }
+
+    fn on_close(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, code: Option<CloseCode>) {
+        let _ = self.closed.send(code.map(|c| c.0));
+    }
+}
+
+fn start_closer(cfg: corecast::Config) -> (TestServer, mpsc::Receiver<Option<u16>>) {
+    let (tx, rx) = mpsc::channel();
+    let server = start(Server::builder(cfg).handler(move |_| Closer { closed: tx.clone() }));
+    (server, rx)
+}
+
+#[test]
+fn handler_initiated_close_reaches_client_after_queued_data() {
+    for driver in drivers() {
+        let (srv, closes) = start_closer(test_config(driver));
+        let mut ws = connect(srv.addr);
+        ws.send(tungstenite::Message::text("still open?")).unwrap();
+        assert_eq!(
+            read_data(&mut ws).into_text().unwrap().as_str(),
+            "still open?"
+        );
+        ws.send(tungstenite::Message::text("close me")).unwrap();
+        let data = read_data(&mut ws);
+        assert_eq!(
+            data.into_text().unwrap().as_str(),
+            "goodbye",
+            "{driver:?}: data first"
+        );
+        let started = Instant::now();
+        let (code, reason) = read_close(&mut ws);
+        assert_eq!((code, reason.as_str()), (4000, "requested"), "{driver:?}");
+        // tungstenite answers the close on the next read; the server then drops TCP.
+        assert!(finishes_closed(&mut ws), "{driver:?}");
+        assert!(
+            closed_within(ws.get_mut(), Duration::from_secs(3)),
+            "{driver:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{driver:?}: {:?}",
+            started.elapsed()
+        );
+        // The client echoed 4000: on_close sees it.
+        let code = closes
+            .recv_timeout(Duration::from_secs(3))
+            .expect("on_close runs");
+        assert_eq!(code, Some(4000), "{driver:?}");
+        let stats = srv.stats();
+        assert_eq!(
+            stats.close_timeouts, 0,
+            "{driver:?}: the client answered: {stats:?}"
+        );
+        assert_eq!(stats.protocol_errors, 0, "{driver:?}: {stats:?}");
+    }
+}
+
+#[test]
+fn handler_sees_client_close_code() {
+    for driver in drivers() {
+        let (srv, closes) = start_closer(test_config(driver));
+        let mut s = raw_ws(srv.addr);
+        s.write_all(&client_close(4321, "see you")).unwrap();
+        assert_eq!(read_close_frame(&mut s).0, 4321, "{driver:?}");
+        let code = closes
+            .recv_timeout(Duration::from_secs(3))
+            .expect("on_close runs");
+        assert_eq!(code, Some(4321), "{driver:?}");
+
+        // A peer that just drops TCP: on_close with no code.
+        let s = raw_ws(srv.addr);
+        drop(s);
+        let code = closes
+            .recv_timeout(Duration::from_secs(3))
+            .expect("on_close runs");
+        assert_eq!(code, None, "{driver:?}");
+        assert!(
+            wait_until(Duration::from_secs(3), || srv.stats().connections == 0),
+            "{driver:?}"
+        );
+    }
+}
+
+#[test]
+fn unanswered_server_close_times_out() {
+    for driver in drivers() {
+        let cfg = corecast::Config {
+            close_timeout: Duration::from_millis(500),
+            ..test_config(driver)
+        };
+        let (srv, _closes) = start_closer(cfg);
+        let mut s = raw_ws(srv.addr);
+        s.write_all(&client_frame(op::TEXT, true, 0, b"close me"))
+            .unwrap();
+        let echo = read_frame(&mut s).unwrap();
+        assert_eq!(echo.payload, b"goodbye", "{driver:?}");
+        let started = Instant::now();
+        assert_eq!(read_close_frame(&mut s).0, 4000, "{driver:?}");
+        // Never answer: the server gives up after close_timeout.
+        assert!(
+            closed_within(&mut s, Duration::from_secs(3)),
+            "{driver:?}: never dropped"
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(400),
+            "{driver:?}: {:?}",
+            started.elapsed()
+        );
+        assert!(
+            wait_until(Duration::from_secs(2), || srv.stats().close_timeouts == 1),
+            "{driver:?}: {:?}",
+            srv.stats()
+        );
+    }
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::{binary_payload, client::op, each_driver};
+use crate::{binary_payload, common::op, each_driver};
 
 /// Autobahn 2.1-2.4: pings with no payload, text, binary (every byte value) and 125-byte
 /// payloads.

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use crate::{
     ascii_text, binary_payload,
-    client::{op, Client},
+    common::{op, RawClient},
     each_driver,
 };
 
 /// The frames of one message split into `sizes.len()` fragments of these sizes.
-fn fragments(c: &mut Client, opcode: u8, data: &[u8], sizes: &[usize]) -> Vec<u8> {
+fn fragments(c: &mut RawClient, opcode: u8, data: &[u8], sizes: &[usize]) -> Vec<u8> {
     assert_eq!(sizes.iter().sum::<usize>(), data.len());
     let mut out = Vec::new();
     let mut off = 0;

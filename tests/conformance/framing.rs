@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::{
     ascii_text, binary_payload,
-    client::{frame, op},
+    common::{frame, op},
     each_driver,
 };
 

@@ -2,14 +2,25 @@
 //! values, `Connection` lists, subprotocol negotiation, frames pipelined behind the request,
 //! and the rejections: 400 for a missing or invalid field, 426 (with
 //! `Sec-WebSocket-Version: 13`) for another version, 431 for an oversized head.
-//! Also Autobahn 12/13's precondition: permessage-deflate is not negotiated.
+//! Also Autobahn 12/13's precondition: permessage-deflate is not negotiated. Beyond the RFC:
+//! a handshake hook rejects or accepts by path, and `on_open` sees the path and the
+//! negotiated subprotocol.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
-use corecast::proto::handshake::accept_key;
+use corecast::{
+    proto::handshake::{accept_key, Request},
+    server::{ConnId, Ctx, Handler, HookDecision, Message, OpenInfo, Server},
+    Config,
+};
+use tungstenite::client::IntoClientRequest;
 
 use crate::{
-    client::{http_reject, op, upgrade_request, Client, HttpResponse, RFC_ACCEPT, RFC_KEY},
+    common::{
+        connect_with, drivers, http_exchange, http_reject, op, read_data, read_frame, send_upgrade,
+        start, test_config, upgrade_request, wait_until, HttpResponse, RawClient, TestServer,
+        READ_TIMEOUT, RFC_ACCEPT, RFC_KEY,
+    },
     each_driver, each_driver_with, Env,
 };
 
@@ -22,8 +33,8 @@ fn host(addr: SocketAddr) -> String {
     format!("Host: {addr}\r\n")
 }
 
-fn upgrade_via(env: &Env, case: &str, req: &[u8]) -> Client {
-    Client::connect_raw(env.addr(), env.ctx(case), req, &[])
+fn upgrade_via(env: &Env, case: &str, req: &[u8]) -> RawClient {
+    RawClient::connect_raw(env.addr(), env.ctx(case), req, &[])
 }
 
 /// RFC 6455 1.3 / 4.2.2: the key "dGhlIHNhbXBsZSBub25jZQ==" is answered with
@@ -46,19 +57,26 @@ fn accept_key_matches_rfc_example() {
 
         // Another key: the answer follows the key.
         let key = "x3JJHMbDL1EzLkh9GBhXDw==";
-        let mut s = crate::client::tcp(env.addr(), &env.ctx("other key"));
+        let mut s = crate::common::tcp(env.addr(), &env.ctx("other key"));
         let req = format!(
             "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
         );
         std::io::Write::write_all(&mut s, req.as_bytes()).unwrap();
-        let resp = crate::client::read_http_head(&mut s, &env.ctx("other key"));
+        let resp = crate::common::read_http_head(&mut s, &env.ctx("other key"));
         assert_eq!(resp.status, 101, "{}", env.ctx("other key"));
         assert_eq!(
             resp.header("sec-websocket-accept"),
             Some(accept_key(key.as_bytes()).as_str()),
             "{}",
             env.ctx("other key")
+        );
+        // Both upgrades count as opened.
+        assert!(
+            wait_until(Duration::from_secs(2), || env.server.stats().opened == 2),
+            "{}: {:?}",
+            env.ctx("opened"),
+            env.server.stats()
         );
     });
 }
@@ -146,7 +164,7 @@ fn subprotocol_negotiation() {
             ];
             for (offer, want) in cases {
                 let case = format!("offer {offer:?}");
-                let mut c = Client::connect_with(env.addr(), env.ctx(&case), offer);
+                let mut c = RawClient::connect_with(env.addr(), env.ctx(&case), offer);
                 assert_eq!(
                     c.response.all("sec-websocket-protocol"),
                     want.into_iter().collect::<Vec<_>>(),
@@ -161,7 +179,7 @@ fn subprotocol_negotiation() {
     );
     // A server with no subprotocols configured never answers with one.
     each_driver(|env| {
-        let c = Client::connect_with(
+        let c = RawClient::connect_with(
             env.addr(),
             env.ctx("no subprotocols configured"),
             "Sec-WebSocket-Protocol: chat.v1\r\n",
@@ -181,7 +199,7 @@ fn subprotocol_negotiation() {
 fn permessage_deflate_offer_is_declined() {
     each_driver(|env| {
         let offer = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n";
-        let mut c = Client::connect_with(env.addr(), env.ctx("deflate offer"), offer);
+        let mut c = RawClient::connect_with(env.addr(), env.ctx("deflate offer"), offer);
         assert_eq!(
             c.response.header("sec-websocket-extensions"),
             None,
@@ -206,15 +224,15 @@ fn permessage_deflate_offer_is_declined() {
 #[test]
 fn pipelined_frames_after_request_are_processed() {
     each_driver(|env| {
-        let req = upgrade_request(env.addr(), "");
-        let mut frames = crate::client::frame(op::TEXT, true, b"pipelined", [1, 2, 3, 4]);
-        frames.extend(crate::client::frame(
+        let req = upgrade_request(env.addr(), "/chat", "");
+        let mut frames = crate::common::frame(op::TEXT, true, b"pipelined", [1, 2, 3, 4]);
+        frames.extend(crate::common::frame(
             op::BINARY,
             true,
             &[0xAB; 300],
             [5, 6, 7, 8],
         ));
-        let mut c = Client::connect_raw(
+        let mut c = RawClient::connect_raw(
             env.addr(),
             env.ctx("pipelined data"),
             req.as_bytes(),
@@ -230,10 +248,10 @@ fn pipelined_frames_after_request_are_processed() {
 #[test]
 fn pipelined_ping_after_request_is_answered_after_101() {
     each_driver(|env| {
-        let req = upgrade_request(env.addr(), "");
-        let ping = crate::client::frame(op::PING, true, b"early", [1, 2, 3, 4]);
+        let req = upgrade_request(env.addr(), "/chat", "");
+        let ping = crate::common::frame(op::PING, true, b"early", [1, 2, 3, 4]);
         let mut c =
-            Client::connect_raw(env.addr(), env.ctx("pipelined ping"), req.as_bytes(), &ping);
+            RawClient::connect_raw(env.addr(), env.ctx("pipelined ping"), req.as_bytes(), &ping);
         c.expect_pong(b"early");
         c.close_normally();
     });
@@ -244,9 +262,9 @@ fn pipelined_ping_after_request_is_answered_after_101() {
 #[test]
 fn pipelined_close_or_error_after_request_comes_after_101() {
     each_driver(|env| {
-        let req = upgrade_request(env.addr(), "");
-        let close = crate::client::frame(op::CLOSE, true, &1000u16.to_be_bytes(), [1, 2, 3, 4]);
-        let mut c = Client::connect_raw(
+        let req = upgrade_request(env.addr(), "/chat", "");
+        let close = crate::common::frame(op::CLOSE, true, &1000u16.to_be_bytes(), [1, 2, 3, 4]);
+        let mut c = RawClient::connect_raw(
             env.addr(),
             env.ctx("pipelined close"),
             req.as_bytes(),
@@ -254,9 +272,9 @@ fn pipelined_close_or_error_after_request_comes_after_101() {
         );
         c.expect_close_echo(Some(1000));
 
-        let bad = crate::client::raw_frame(op::TEXT, true, 0, None, b"unmasked");
+        let bad = crate::common::raw_frame(op::TEXT, true, 0, None, b"unmasked");
         let mut c =
-            Client::connect_raw(env.addr(), env.ctx("pipelined error"), req.as_bytes(), &bad);
+            RawClient::connect_raw(env.addr(), env.ctx("pipelined error"), req.as_bytes(), &bad);
         c.expect_close(1002);
     });
 }
@@ -270,7 +288,25 @@ fn expect_status(env: &Env, case: &str, req: &[u8], status: u16) -> HttpResponse
         None,
         "[{ctx}] a rejection carries no accept key"
     );
+    assert!(
+        resp.all("connection")
+            .iter()
+            .any(|v| v.eq_ignore_ascii_case("close")),
+        "[{ctx}] a rejection says Connection: close: {resp:?}"
+    );
     resp
+}
+
+/// Wait until every connection is gone; then the server must count `rejected` handshake
+/// rejections and `opened` upgrades.
+fn expect_counts(env: &Env, rejected: u64, opened: u64) {
+    let ctx = env.ctx("counters");
+    let stats = env.stats_when_idle();
+    assert_eq!(
+        (stats.handshake_rejected, stats.opened),
+        (rejected, opened),
+        "[{ctx}] {stats:?}"
+    );
 }
 
 /// RFC 6455 4.2.1/4.2.2: a request missing Host, Sec-WebSocket-Key, Upgrade or Connection,
@@ -310,6 +346,8 @@ fn missing_or_invalid_fields_are_400() {
                 format!("{h}{up}{conn}Sec-WebSocket-Key: !!!!!!!!!!!!!!!!!!!!!!==\r\n{ver}"),
             ),
         ];
+        // The cases below, then POST and HTTP/1.0.
+        let rejected = cases.len() as u64 + 2;
         for (case, lines) in cases {
             expect_status(env, case, &request(&lines), 400);
         }
@@ -327,6 +365,7 @@ fn missing_or_invalid_fields_are_400() {
             format!("GET /chat HTTP/1.0\r\n{tail}").as_bytes(),
             400,
         );
+        expect_counts(env, rejected, 0);
     });
 }
 
@@ -349,6 +388,7 @@ fn version_8_is_426_with_version_13_header() {
                 env.ctx(format!("version {version}"))
             );
         }
+        expect_counts(env, 4, 0);
     });
 }
 
@@ -357,17 +397,17 @@ fn version_8_is_426_with_version_13_header() {
 #[test]
 fn oversize_head_is_431() {
     each_driver(|env| {
-        let base = upgrade_request(env.addr(), "");
+        let base = upgrade_request(env.addr(), "/chat", "");
         let limit = corecast::Config::default().max_handshake_bytes;
         // "X-Pad: " + value + "\r\n" inserted before the final CRLF.
         let pad = |total: usize| {
             let fill = total - base.len() - "X-Pad: \r\n".len();
             let extra = format!("X-Pad: {}\r\n", "p".repeat(fill));
-            let req = upgrade_request(env.addr(), &extra);
+            let req = upgrade_request(env.addr(), "/chat", &extra);
             assert_eq!(req.len(), total);
             req
         };
-        let mut c = Client::connect_raw(
+        let mut c = RawClient::connect_raw(
             env.addr(),
             env.ctx("head of exactly max_handshake_bytes"),
             pad(limit).as_bytes(),
@@ -384,11 +424,122 @@ fn oversize_head_is_431() {
         expect_status(
             env,
             "200 headers",
-            upgrade_request(env.addr(), &many).as_bytes(),
+            upgrade_request(env.addr(), "/chat", &many).as_bytes(),
             431,
         );
         // An endless head that never ends in CRLF CRLF: 431 once over the limit.
         let endless = format!("GET / HTTP/1.1\r\nX-Long: {}", "q".repeat(limit + 100));
         expect_status(env, "unterminated head", endless.as_bytes(), 431);
     });
+}
+
+/// Tells each client, on open, the path and subprotocol it connected with; then echoes.
+struct Announce;
+
+impl Handler for Announce {
+    fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, info: &OpenInfo<'_>) {
+        let text = format!(
+            "path={} protocol={}",
+            info.path,
+            info.protocol.unwrap_or("-")
+        );
+        ctx.send_text(conn, &text).unwrap();
+    }
+
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, msg: Message<'_>) {
+        if let Message::Text(t) = msg {
+            let _ = ctx.send_text(conn, t);
+        }
+    }
+}
+
+/// An `Announce` server whose handshake hook refuses paths under `/private` with 403.
+fn start_with_hook(config: Config) -> TestServer {
+    start(
+        Server::builder(config)
+            .handler(|_| Announce)
+            .handshake_hook(|req: &Request<'_, '_>, _peer: SocketAddr| {
+                if req.path.starts_with("/private") {
+                    HookDecision::Reject {
+                        status: 403,
+                        reason: "no entry".into(),
+                    }
+                } else {
+                    HookDecision::Accept
+                }
+            }),
+    )
+}
+
+#[test]
+fn hook_rejects_with_403_and_accepts_others() {
+    for driver in drivers() {
+        let srv = start_with_hook(test_config(driver));
+        let req = upgrade_request(srv.addr, "/private/room?x=1", "");
+        let (status, head, body) = http_exchange(srv.addr, req.as_bytes());
+        assert_eq!(status, 403, "{driver:?}: {head}");
+        assert!(body.contains("no entry"), "{driver:?}: body {body:?}");
+
+        let mut ws = connect_with(srv.addr, "/public/room?x=1", Default::default());
+        let hello = read_data(&mut ws).into_text().unwrap();
+        assert_eq!(hello.as_str(), "path=/public/room protocol=-", "{driver:?}");
+        ws.send(tungstenite::Message::text("through")).unwrap();
+        assert_eq!(
+            read_data(&mut ws).into_text().unwrap().as_str(),
+            "through",
+            "{driver:?}"
+        );
+
+        let stats = srv.stats();
+        assert_eq!(
+            (stats.handshake_rejected, stats.opened),
+            (1, 1),
+            "{driver:?}: {stats:?}"
+        );
+    }
+}
+
+/// `on_open` sees the subprotocol the server selected, raw or through tungstenite (which
+/// checks that the answer names one it offered). The selection rules themselves are
+/// `subprotocol_negotiation`'s.
+#[test]
+fn on_open_sees_the_negotiated_subprotocol() {
+    for driver in drivers() {
+        let cfg = Config {
+            subprotocols: vec!["chat.v2".into(), "chat.v1".into()],
+            ..test_config(driver)
+        };
+        let srv = start_with_hook(cfg);
+
+        // Raw: the first offered protocol that the server supports is echoed.
+        let req = upgrade_request(srv.addr, "/", "Sec-WebSocket-Protocol: mqtt, chat.v1\r\n");
+        let (head, mut s) = send_upgrade(srv.addr, &req);
+        assert!(head.starts_with("HTTP/1.1 101"), "{driver:?}: {head}");
+        assert!(
+            head.contains("\r\nSec-WebSocket-Protocol: chat.v1\r\n"),
+            "{driver:?}: {head}"
+        );
+        let hello = read_frame(&mut s).expect("hello");
+        assert_eq!(hello.payload, b"path=/ protocol=chat.v1", "{driver:?}");
+
+        // tungstenite offering both: it checks the answer names one it offered.
+        let mut req = format!("ws://{}/", srv.addr).into_client_request().unwrap();
+        req.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "chat.v2, chat.v1".parse().unwrap(),
+        );
+        let stream = std::net::TcpStream::connect(srv.addr).unwrap();
+        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        let (mut ws, resp) = tungstenite::client(req, stream).expect("handshake");
+        let proto = resp
+            .headers()
+            .get("Sec-WebSocket-Protocol")
+            .map(|v| v.to_str().unwrap());
+        assert_eq!(proto, Some("chat.v2"), "{driver:?}");
+        assert_eq!(
+            read_data(&mut ws).into_text().unwrap().as_str(),
+            "path=/ protocol=chat.v2",
+            "{driver:?}"
+        );
+    }
 }

@@ -7,7 +7,7 @@ use corecast::Config;
 
 use crate::{
     ascii_text, binary_payload,
-    client::{op, raw_frame, Client},
+    common::{op, raw_frame, RawClient},
     each_driver, each_driver_with,
 };
 
@@ -19,7 +19,7 @@ fn limits(max_frame: usize, max_message: usize) -> impl Fn(&mut Config) {
 }
 
 /// The frames of one message in fragments of `frag` bytes (the last may be shorter).
-fn fragmented(c: &mut Client, opcode: u8, data: &[u8], frag: usize) -> Vec<u8> {
+fn fragmented(c: &mut RawClient, opcode: u8, data: &[u8], frag: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() + data.len() / frag.max(1) * 14 + 14);
     let n = data.len().div_ceil(frag).max(1);
     for i in 0..n {

@@ -1,5 +1,6 @@
-//! RFC 6455 conformance suite: a raw client (`client.rs`) drives the in-process echo server
-//! (`tests/common`) under every io driver from `drivers()` (`CORECAST_TEST_DRIVERS`).
+//! RFC 6455 conformance suite: a raw client (`tests/common/raw.rs`, shared with the other
+//! integration tests) drives the in-process echo server (`tests/common`) under every io
+//! driver from `drivers()` (`CORECAST_TEST_DRIVERS`).
 //!
 //! One module per RFC section; each Autobahn|Testsuite group has its counterpart:
 //!
@@ -13,6 +14,8 @@
 //! |                                   |                    | auto-fragmentation)               |
 //! | 8.1 UTF-8 in text messages        | `utf8`             | 6 UTF-8 Handling (6.1-6.23)       |
 //! | 5.5.1, 7.4 close frames and codes | `close`            | 7 Close Handling                  |
+//! | 7.1 closing (server-initiated,    |                    |                                   |
+//! | close timeout)                    |                    |                                   |
 //! | 10.4 size limits                  | `limits`           | 9 Limits/Performance              |
 //! | 4.1/4.2 opening handshake         | `handshake`        | (opening handshake; 12/13         |
 //! |                                   |                    | permessage-deflate: not offered,  |
@@ -23,15 +26,15 @@
 //! offer is declined and `reserved` that RSV1 is then refused.
 //!
 //! Every test loops over the drivers itself and starts one echo server per driver; the
-//! driver and the case appear in every failure message.
+//! driver and the case appear in every failure message. The few that need another handler
+//! (a handler-initiated close, the handshake hook, `on_open`) start their own server in a
+//! `for driver in drivers()` loop.
 //!
 //! Tests named `bug_*` reproduce server bugs found by this suite (their doc comments say
 //! what the server does instead); they fail until the server is fixed.
 
 #[path = "../common/mod.rs"]
 mod common;
-
-mod client;
 
 mod close;
 mod control;
@@ -46,14 +49,12 @@ mod utf8;
 use std::{
     net::SocketAddr,
     panic::{catch_unwind, AssertUnwindSafe},
+    time::Duration,
 };
 
 use corecast::{Config, Driver};
 
-use crate::{
-    client::Client,
-    common::{drivers, start_echo, test_config, TestServer},
-};
+use crate::common::{drivers, start_echo, test_config, wait_until, RawClient, TestServer};
 
 /// One driver's echo server, handed to a test body.
 pub struct Env {
@@ -72,8 +73,20 @@ impl Env {
     }
 
     /// A fresh upgraded connection.
-    pub fn connect(&self, case: impl std::fmt::Display) -> Client {
-        Client::connect(self.addr(), self.ctx(case))
+    pub fn connect(&self, case: impl std::fmt::Display) -> RawClient {
+        RawClient::connect(self.addr(), self.ctx(case))
+    }
+
+    /// The server's stats once it has no connection left (it must get there within 3 s).
+    pub fn stats_when_idle(&self) -> corecast::server::Stats {
+        assert!(
+            wait_until(Duration::from_secs(3), || self.server.stats().connections
+                == 0),
+            "[{}] connections left: {:?}",
+            self.ctx("stats when idle"),
+            self.server.stats()
+        );
+        self.server.stats()
     }
 }
 

@@ -3,7 +3,7 @@
 
 use crate::{
     binary_payload,
-    client::{frame, op, raw_frame},
+    common::{frame, op, raw_frame},
     each_driver,
 };
 

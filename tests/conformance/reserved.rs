@@ -3,14 +3,14 @@
 //! A valid message sent before the offending frame is still echoed first.
 
 use crate::{
-    client::{op, raw_frame, Client},
+    common::{op, raw_frame, RawClient},
     each_case, each_driver, Env,
 };
 
 /// Reserved non-control (3-7) and control (0xB-0xF) opcodes.
 const RESERVED_OPCODES: [u8; 10] = [3, 4, 5, 6, 7, 0xB, 0xC, 0xD, 0xE, 0xF];
 
-fn masked(c: &mut Client, raw_op: u8, fin: bool, rsv: u8, payload: &[u8]) -> Vec<u8> {
+fn masked(c: &mut RawClient, raw_op: u8, fin: bool, rsv: u8, payload: &[u8]) -> Vec<u8> {
     c.build_raw(raw_op, fin, rsv, payload)
 }
 

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::{
-    client::{op, Client},
+    common::{op, RawClient},
     each_driver,
 };
 
@@ -156,7 +156,7 @@ fn all_prefixes_of_valid_text() {
     });
 }
 
-fn send_invalid(c: &mut Client, bytes: &[u8], how: &str) {
+fn send_invalid(c: &mut RawClient, bytes: &[u8], how: &str) {
     match how {
         "unfragmented" => c.send(op::TEXT, true, bytes),
         "one-byte fragments" => {
@@ -235,7 +235,7 @@ fn binary_is_not_utf8_checked() {
     });
 }
 
-fn expect_fast_1007(c: &mut Client, sent: Instant) {
+fn expect_fast_1007(c: &mut RawClient, sent: Instant) {
     let f = c.read_close_frame();
     let took = sent.elapsed();
     assert!(

@@ -1,21 +1,25 @@
-//! A tiny raw WebSocket client for the conformance suite.
+//! The raw WebSocket client every integration test shares (the conformance suite's, and the
+//! raw-socket helpers of the other tests).
 //!
 //! It speaks just enough RFC 6455 to drive the server: the upgrade handshake, masked client
-//! frames (well-formed ones through `encode_client_frame`, deliberately broken ones built by
-//! hand), and strict parsing of server frames: a server frame must be unmasked, must carry no
-//! RSV bits and must encode its length in the minimal number of bytes (RFC 6455 5.2).
+//! frames (any opcode, RSV bits and mask, built byte by byte: well-formed and deliberately
+//! broken ones alike), and strict parsing of server frames: a server frame must be unmasked,
+//! must carry no RSV bits but those an extension allows, must use a defined opcode and must
+//! encode its length in the minimal number of bytes (RFC 6455 5.2).
 //!
-//! Every assertion message carries the client's `ctx` (the driver and the case), so a failure
-//! under one driver says which one.
-#![allow(dead_code)]
+//! [`RawClient`] carries a `ctx` (the driver and the case) into every assertion message, so a
+//! failure under one driver says which one; the free functions on a bare `TcpStream` serve
+//! tests that keep their own socket.
 
 use std::{
-    io::{ErrorKind, Read, Write},
+    io::{BufReader, ErrorKind, Read, Write},
     net::{SocketAddr, TcpStream},
     time::{Duration, Instant},
 };
 
-use corecast::proto::{encode::encode_client_frame, OpCode};
+use corecast::proto::OpCode;
+
+use super::read_some;
 
 /// The RFC 6455 4.2.2 example key and its accept value.
 pub const RFC_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
@@ -35,12 +39,19 @@ pub mod op {
     pub const PONG: u8 = 0xA;
 }
 
+/// The RSV1 bit (permessage-deflate's "compressed"), as [`Frame::rsv`] holds it.
+pub const RSV1: u8 = 0b100;
+
 /// A frame received from the server (already checked to be unmasked and minimally encoded).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
+    /// FIN bit.
     pub fin: bool,
+    /// RSV bits (RSV1 = 0b100).
     pub rsv: u8,
+    /// The 4-bit opcode.
     pub opcode: u8,
+    /// The payload.
     pub payload: Vec<u8>,
     /// Length of the header as sent by the server (2, 4 or 10).
     pub header_len: usize,
@@ -55,19 +66,30 @@ impl Frame {
             [_] => panic!("server sent a close frame with a 1-byte payload"),
         }
     }
+
+    /// The close code and reason of a close frame (1005 when it has no payload).
+    pub fn close_code(&self) -> (u16, String) {
+        assert_eq!(
+            self.opcode,
+            op::CLOSE,
+            "not a close frame: {}",
+            describe(self)
+        );
+        match self.close_parts() {
+            None => (1005, String::new()),
+            Some((code, reason)) => (code, String::from_utf8_lossy(&reason).into_owned()),
+        }
+    }
 }
 
 fn to_opcode(raw: u8) -> Option<OpCode> {
     OpCode::from_u8(raw)
 }
 
-/// A masked client frame built with the crate's encoder (`raw_op` must be a defined opcode).
-pub fn frame(raw_op: u8, fin: bool, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
-    let opcode = to_opcode(raw_op).expect("frame(): use raw_frame() for reserved opcodes");
-    let mut out = Vec::new();
-    encode_client_frame(opcode, fin, payload, mask, &mut out);
-    out
-}
+// ----- building client frames -----
+
+/// The mask [`client_frame`] puts on every frame.
+pub const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
 /// A frame built by hand, byte by byte: any opcode (reserved ones too), any RSV bits, masked
 /// or not. The length uses the minimal encoding.
@@ -95,6 +117,20 @@ pub fn raw_frame(raw_op: u8, fin: bool, rsv: u8, mask: Option<[u8; 4]>, payload:
     out
 }
 
+/// A well-formed masked client frame (`raw_op` must be a defined opcode).
+pub fn frame(raw_op: u8, fin: bool, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    assert!(
+        to_opcode(raw_op).is_some(),
+        "frame(): use raw_frame() for reserved opcodes"
+    );
+    raw_frame(raw_op, fin, 0, Some(mask), payload)
+}
+
+/// A masked client frame with [`MASK`]: any opcode (reserved ones too) and RSV bits.
+pub fn client_frame(raw_op: u8, fin: bool, rsv: u8, payload: &[u8]) -> Vec<u8> {
+    raw_frame(raw_op, fin, rsv, Some(MASK), payload)
+}
+
 /// A close payload: code and reason.
 pub fn close_payload(code: u16, reason: &[u8]) -> Vec<u8> {
     let mut p = code.to_be_bytes().to_vec();
@@ -102,13 +138,141 @@ pub fn close_payload(code: u16, reason: &[u8]) -> Vec<u8> {
     p
 }
 
+/// A masked client close frame with `code` and `reason`.
+pub fn client_close(code: u16, reason: &str) -> Vec<u8> {
+    client_frame(op::CLOSE, true, 0, &close_payload(code, reason.as_bytes()))
+}
+
+// ----- reading server frames -----
+
+/// Fill `buf` from `r`; a short read fails the test (the server closed inside a frame).
+fn read_part(r: &mut impl Read, buf: &mut [u8], ctx: &str, what: &str) {
+    if let Err(e) = r.read_exact(buf) {
+        if e.kind() == ErrorKind::UnexpectedEof {
+            panic!("[{ctx}] connection closed inside a frame (reading {what})");
+        }
+        panic!("[{ctx}] reading {what}: {e}");
+    }
+}
+
+/// Read and check one server frame from `r`, consuming exactly its bytes. `Ok(None)` when the
+/// server closed the stream before a frame started, `Err` when that first read failed (a
+/// timeout, a reset); a frame cut short or breaking RFC 6455 5.2 fails the test.
+/// `allowed_rsv` holds the RSV bits a negotiated extension gives a meaning (0 for none).
+pub fn read_frame_from(
+    r: &mut impl Read,
+    ctx: &str,
+    allowed_rsv: u8,
+) -> std::io::Result<Option<Frame>> {
+    let mut b = [0u8; 10];
+    if read_some(r, &mut b[..1])? == 0 {
+        return Ok(None);
+    }
+    read_part(r, &mut b[1..2], ctx, "the frame header");
+    let fin = b[0] & 0x80 != 0;
+    let rsv = (b[0] >> 4) & 0b111;
+    let opcode = b[0] & 0x0F;
+    assert_eq!(
+        b[1] & 0x80,
+        0,
+        "[{ctx}] server frame is masked (RFC 6455 5.1): header {:02x?}",
+        &b[..2]
+    );
+    assert_eq!(
+        rsv & !allowed_rsv,
+        0,
+        "[{ctx}] server frame has RSV bits {rsv:#05b}"
+    );
+    assert!(
+        to_opcode(opcode).is_some(),
+        "[{ctx}] server frame has reserved opcode {opcode:#x}"
+    );
+    let (len, header_len) = match b[1] & 0x7F {
+        126 => {
+            read_part(r, &mut b[2..4], ctx, "the 16-bit length");
+            let len = u64::from(u16::from_be_bytes([b[2], b[3]]));
+            assert!(len >= 126, "[{ctx}] non-minimal 16-bit length {len}");
+            (len, 4)
+        }
+        127 => {
+            read_part(r, &mut b[2..10], ctx, "the 64-bit length");
+            let len = u64::from_be_bytes(b[2..10].try_into().unwrap());
+            assert!(len > 0xFFFF, "[{ctx}] non-minimal 64-bit length {len}");
+            assert_eq!(len >> 63, 0, "[{ctx}] 64-bit length with the MSB set");
+            (len, 10)
+        }
+        n => (u64::from(n), 2),
+    };
+    let len = usize::try_from(len).unwrap();
+    if to_opcode(opcode).is_some_and(|o| o.is_control()) {
+        assert!(fin, "[{ctx}] fragmented control frame from the server");
+        assert!(
+            len <= 125,
+            "[{ctx}] control frame of {len} bytes from the server"
+        );
+    }
+    let mut payload = vec![0u8; len];
+    read_part(r, &mut payload, ctx, "the frame payload");
+    Ok(Some(Frame {
+        fin,
+        rsv,
+        opcode,
+        payload,
+        header_len,
+    }))
+}
+
+/// Read frames from `r` until a close frame arrives and return it; frames with an opcode in
+/// `skip` are passed over, any other frame (or the end of the stream) fails the test.
+pub fn read_close_from(r: &mut impl Read, ctx: &str, skip: &[u8]) -> Frame {
+    loop {
+        let f = match read_frame_from(r, ctx, 0) {
+            Ok(Some(f)) => f,
+            Ok(None) => panic!("[{ctx}] server closed TCP without sending a close frame"),
+            Err(e) => panic!("[{ctx}] waiting for a close frame: {e}"),
+        };
+        if f.opcode == op::CLOSE {
+            return f;
+        }
+        assert!(
+            skip.contains(&f.opcode),
+            "[{ctx}] expected a close frame, got {}",
+            describe(&f)
+        );
+    }
+}
+
+/// Read one server frame from a bare socket (no RSV bits allowed); `None` when the server
+/// closed the stream before a frame started. Fails the test on a read error (including the
+/// socket's read timeout), a truncated frame or a frame that breaks RFC 6455 5.2.
+pub fn read_frame(s: &mut TcpStream) -> Option<Frame> {
+    read_frame_rsv(s, 0)
+}
+
+/// [`read_frame`] with the RSV bits a negotiated extension allows (`RSV1` for
+/// permessage-deflate).
+pub fn read_frame_rsv(s: &mut TcpStream, allowed_rsv: u8) -> Option<Frame> {
+    read_frame_from(s, "raw socket", allowed_rsv)
+        .unwrap_or_else(|e| panic!("[raw socket] reading a frame: {e}"))
+}
+
+/// Read frames from a bare socket until a close frame; pings and pongs are skipped, data
+/// frames are a failure. Returns the close code (1005 for none) and reason.
+pub fn read_close_frame(s: &mut TcpStream) -> (u16, String) {
+    read_close_from(s, "raw socket", &[op::PING, op::PONG]).close_code()
+}
+
+// ----- the opening handshake -----
+
 /// The server's answer to an upgrade request.
 #[derive(Debug, Clone)]
 pub struct HttpResponse {
     pub status: u16,
     /// Header names lower-cased, values as sent (trimmed).
     pub headers: Vec<(String, String)>,
-    /// Bytes after the head: the body of a rejection, or the first frames after a 101.
+    /// The head as sent, through the blank line.
+    pub head: String,
+    /// Bytes after the head: the body of a rejection, or the bytes that arrived with a 101.
     pub rest: Vec<u8>,
 }
 
@@ -131,16 +295,16 @@ impl HttpResponse {
     }
 }
 
-/// A standard upgrade request for `addr` with the RFC key and `extra` header lines
+/// A valid upgrade request for `path` on `addr` with the RFC key and `extra` header lines
 /// (each ending in `\r\n`).
-pub fn upgrade_request(addr: SocketAddr, extra: &str) -> String {
+pub fn upgrade_request(addr: SocketAddr, path: &str, extra: &str) -> String {
     format!(
-        "GET /chat HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: {RFC_KEY}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
     )
 }
 
-/// Connect a plain TCP socket with the suite's timeouts.
+/// Connect a plain TCP socket with the raw client's timeouts.
 pub fn tcp(addr: SocketAddr, ctx: &str) -> TcpStream {
     let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("[{ctx}] connect {addr}: {e}"));
     s.set_read_timeout(Some(TIMEOUT)).unwrap();
@@ -149,28 +313,26 @@ pub fn tcp(addr: SocketAddr, ctx: &str) -> TcpStream {
     s
 }
 
-/// Read an HTTP response head from `s`; bytes after it are returned in `rest`.
-pub fn read_http_head(s: &mut TcpStream, ctx: &str) -> HttpResponse {
+/// Read an HTTP response head from `r` byte by byte, leaving what follows unread (`rest` is
+/// empty), and parse it; a head that is not HTTP/1.1 or does not parse fails the test.
+pub fn read_http_head(r: &mut impl Read, ctx: &str) -> HttpResponse {
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        match s.read(&mut chunk) {
+    let mut b = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        match read_some(r, &mut b) {
             Ok(0) => panic!(
                 "[{ctx}] server closed before the end of the response head: {:?}",
                 String::from_utf8_lossy(&buf)
             ),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(_) => buf.push(b[0]),
             Err(e) => panic!(
                 "[{ctx}] reading the response head: {e} (got {:?})",
                 String::from_utf8_lossy(&buf)
             ),
         }
-    };
-    let head = std::str::from_utf8(&buf[..end])
-        .unwrap_or_else(|_| panic!("[{ctx}] response head is not UTF-8"));
+    }
+    let head =
+        String::from_utf8(buf).unwrap_or_else(|_| panic!("[{ctx}] response head is not UTF-8"));
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap();
     let mut parts = status_line.splitn(3, ' ');
@@ -195,12 +357,13 @@ pub fn read_http_head(s: &mut TcpStream, ctx: &str) -> HttpResponse {
     HttpResponse {
         status,
         headers,
-        rest: buf[end..].to_vec(),
+        head,
+        rest: Vec::new(),
     }
 }
 
 /// Send `request` on a fresh connection and read the whole answer until the server closes
-/// the connection (a rejection must end with the server closing it).
+/// the connection (a rejection must end with the server closing it); `rest` is the body.
 pub fn http_reject(addr: SocketAddr, request: &[u8], ctx: &str) -> HttpResponse {
     let mut s = tcp(addr, ctx);
     s.write_all(request)
@@ -214,7 +377,7 @@ pub fn http_reject(addr: SocketAddr, request: &[u8], ctx: &str) -> HttpResponse 
             "[{ctx}] server did not close after status {}",
             resp.status
         );
-        match s.read(&mut chunk) {
+        match read_some(&mut s, &mut chunk) {
             Ok(0) => break,
             Ok(n) => resp.rest.extend_from_slice(&chunk[..n]),
             // A reset after the full answer also ends the connection.
@@ -228,42 +391,101 @@ pub fn http_reject(addr: SocketAddr, request: &[u8], ctx: &str) -> HttpResponse 
     resp
 }
 
+/// [`http_reject`] as (status, head, body), for tests that compare strings.
+pub fn http_exchange(addr: SocketAddr, request: &[u8]) -> (u16, String, String) {
+    let resp = http_reject(addr, request, "http exchange");
+    let body = String::from_utf8_lossy(&resp.rest).into_owned();
+    (resp.status, resp.head, body)
+}
+
+/// Open a TCP connection and send the upgrade request `req`; returns the response head and
+/// the stream, positioned right after the head.
+pub fn send_upgrade(addr: SocketAddr, req: &str) -> (String, TcpStream) {
+    let mut s = tcp(addr, "upgrade");
+    s.write_all(req.as_bytes())
+        .unwrap_or_else(|e| panic!("[upgrade] writing the request: {e}"));
+    (read_http_head(&mut s, "upgrade").head, s)
+}
+
+/// A raw TCP connection that has completed the WebSocket handshake.
+pub fn raw_ws(addr: SocketAddr) -> TcpStream {
+    let (head, s) = send_upgrade(addr, &upgrade_request(addr, "/", ""));
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    s
+}
+
+/// Whether the server closes the TCP stream (EOF or reset) within `within`; bytes that arrive
+/// meanwhile are discarded.
+pub fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    let end = Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        s.set_read_timeout(Some(left)).unwrap();
+        match read_some(s, &mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return false
+            }
+            Err(_) => return true, // reset
+        }
+    }
+}
+
 /// A connected, upgraded WebSocket client.
-pub struct Client {
+pub struct RawClient {
+    /// The socket, for writes (frames are read through `reader`, a clone of it).
     pub stream: TcpStream,
     /// Driver and case, for failure messages.
     pub ctx: String,
-    /// Bytes read; those before `pos` are already parsed into frames.
-    buf: Vec<u8>,
-    pos: usize,
+    /// Reads the socket in large chunks; frames are parsed out of its buffer.
+    reader: BufReader<TcpStream>,
     /// State of the masking-key generator: every frame gets a different key.
     seed: u32,
     /// The server's 101 answer.
     pub response: HttpResponse,
 }
 
-impl Client {
+impl RawClient {
     /// Connect and upgrade with a standard request.
-    pub fn connect(addr: SocketAddr, ctx: impl Into<String>) -> Client {
-        Client::connect_with(addr, ctx, "")
+    pub fn connect(addr: SocketAddr, ctx: impl Into<String>) -> RawClient {
+        RawClient::connect_with(addr, ctx, "")
     }
 
     /// Connect and upgrade with extra header lines (each ending in `\r\n`).
-    pub fn connect_with(addr: SocketAddr, ctx: impl Into<String>, extra: &str) -> Client {
+    pub fn connect_with(addr: SocketAddr, ctx: impl Into<String>, extra: &str) -> RawClient {
         let ctx = ctx.into();
-        Client::connect_raw(addr, ctx, upgrade_request(addr, extra).as_bytes(), &[])
+        RawClient::connect_raw(
+            addr,
+            ctx,
+            upgrade_request(addr, "/chat", extra).as_bytes(),
+            &[],
+        )
     }
 
     /// Send `request` (a complete upgrade request) followed by `pipelined` bytes in one
     /// write, then expect a valid 101 for the RFC key.
-    pub fn connect_raw(addr: SocketAddr, ctx: String, request: &[u8], pipelined: &[u8]) -> Client {
+    pub fn connect_raw(
+        addr: SocketAddr,
+        ctx: String,
+        request: &[u8],
+        pipelined: &[u8],
+    ) -> RawClient {
         let mut stream = tcp(addr, &ctx);
         let mut bytes = request.to_vec();
         bytes.extend_from_slice(pipelined);
         stream
             .write_all(&bytes)
             .unwrap_or_else(|e| panic!("[{ctx}] writing the request: {e}"));
-        let response = read_http_head(&mut stream, &ctx);
+        let mut reader =
+            BufReader::with_capacity(256 * 1024, stream.try_clone().expect("clone the socket"));
+        let mut response = read_http_head(&mut reader, &ctx);
+        // Whatever came in the same reads as the head (frames still to be parsed).
+        response.rest = reader.buffer().to_vec();
         assert_eq!(
             response.status, 101,
             "[{ctx}] expected 101, got {response:?}"
@@ -285,12 +507,10 @@ impl Client {
             Some(RFC_ACCEPT),
             "[{ctx}] accept key"
         );
-        let buf = response.rest.clone();
-        Client {
+        RawClient {
             stream,
             ctx,
-            buf,
-            pos: 0,
+            reader,
             seed: 0x9E37_79B9,
             response,
         }
@@ -370,105 +590,9 @@ impl Client {
         self.send(op::CLOSE, true, &close_payload(code, reason));
     }
 
-    /// Read more bytes into the buffer; `Ok(0)` on end of stream.
-    fn fill(&mut self) -> std::io::Result<usize> {
-        if self.pos > 0 {
-            self.buf.drain(..self.pos);
-            self.pos = 0;
-        }
-        let old = self.buf.len();
-        self.buf.resize(old + 256 * 1024, 0);
-        let r = self.stream.read(&mut self.buf[old..]);
-        self.buf.truncate(old + *r.as_ref().unwrap_or(&0));
-        r
-    }
-
-    /// Parse one complete frame from the front of the buffer, if there is one.
-    fn parse_buffered(&mut self) -> Option<Frame> {
-        let ctx = &self.ctx;
-        let b = &self.buf[self.pos..];
-        if b.len() < 2 {
-            return None;
-        }
-        let fin = b[0] & 0x80 != 0;
-        let rsv = (b[0] >> 4) & 0b111;
-        let opcode = b[0] & 0x0F;
-        assert_eq!(
-            b[1] & 0x80,
-            0,
-            "[{ctx}] server frame is masked (RFC 6455 5.1): header {:02x?}",
-            &b[..2]
-        );
-        assert_eq!(rsv, 0, "[{ctx}] server frame has RSV bits {rsv:#05b}");
-        assert!(
-            to_opcode(opcode).is_some(),
-            "[{ctx}] server frame has reserved opcode {opcode:#x}"
-        );
-        let (len, header_len) = match b[1] & 0x7F {
-            126 => {
-                if b.len() < 4 {
-                    return None;
-                }
-                let len = u64::from(u16::from_be_bytes([b[2], b[3]]));
-                assert!(len >= 126, "[{ctx}] non-minimal 16-bit length {len}");
-                (len, 4)
-            }
-            127 => {
-                if b.len() < 10 {
-                    return None;
-                }
-                let len = u64::from_be_bytes(b[2..10].try_into().unwrap());
-                assert!(len > 0xFFFF, "[{ctx}] non-minimal 64-bit length {len}");
-                assert_eq!(len >> 63, 0, "[{ctx}] 64-bit length with the MSB set");
-                (len, 10)
-            }
-            n => (u64::from(n), 2),
-        };
-        let len = usize::try_from(len).unwrap();
-        if to_opcode(opcode).is_some_and(|o| o.is_control()) {
-            assert!(fin, "[{ctx}] fragmented control frame from the server");
-            assert!(
-                len <= 125,
-                "[{ctx}] control frame of {len} bytes from the server"
-            );
-        }
-        if b.len() < header_len + len {
-            // Make room for the whole frame at once.
-            let want = header_len + len - b.len();
-            self.buf.reserve(want);
-            return None;
-        }
-        let payload = b[header_len..header_len + len].to_vec();
-        self.pos += header_len + len;
-        if self.pos == self.buf.len() {
-            self.buf.clear();
-            self.pos = 0;
-        }
-        Some(Frame {
-            fin,
-            rsv,
-            opcode,
-            payload,
-            header_len,
-        })
-    }
-
     /// Read the next frame; `Ok(None)` when the server closed the connection first.
     pub fn try_read_frame(&mut self) -> std::io::Result<Option<Frame>> {
-        loop {
-            if let Some(f) = self.parse_buffered() {
-                return Ok(Some(f));
-            }
-            if self.fill()? == 0 {
-                assert!(
-                    self.buf.len() == self.pos,
-                    "[{}] connection closed inside a frame ({} bytes left)",
-                    self.ctx,
-                    self.buf.len() - self.pos
-                );
-                return Ok(None);
-            }
-        }
+        read_frame_from(&mut self.reader, &self.ctx, 0)
     }
 
     /// Read the next frame; fails the test on end of stream, error or timeout.
@@ -573,25 +697,12 @@ impl Client {
     /// Read frames until a close frame arrives (anything else before it fails the test
     /// unless `skip_data`), and return it.
     fn read_close(&mut self, skip_data: bool) -> Frame {
-        loop {
-            let f = match self.try_read_frame() {
-                Ok(Some(f)) => f,
-                Ok(None) => panic!(
-                    "[{}] server closed TCP without sending a close frame",
-                    self.ctx
-                ),
-                Err(e) => panic!("[{}] waiting for a close frame: {e}", self.ctx),
-            };
-            if f.opcode == op::CLOSE {
-                return f;
-            }
-            assert!(
-                skip_data && [op::TEXT, op::BINARY, op::CONT].contains(&f.opcode),
-                "[{}] expected a close frame, got {}",
-                self.ctx,
-                describe(&f)
-            );
-        }
+        let skip: &[u8] = if skip_data {
+            &[op::TEXT, op::BINARY, op::CONT]
+        } else {
+            &[]
+        };
+        read_close_from(&mut self.reader, &self.ctx, skip)
     }
 
     /// Expect the server to close with `code` (any reason, which must be UTF-8), then to
@@ -601,7 +712,7 @@ impl Client {
         self.check_close_code(&f, &[code])
     }
 
-    /// Like [`Client::expect_close`], accepting any of `codes`; returns the code.
+    /// Like [`RawClient::expect_close`], accepting any of `codes`; returns the code.
     pub fn expect_close_any(&mut self, codes: &[u16]) -> u16 {
         let f = self.read_close(false);
         self.check_close_code(&f, codes);
@@ -647,10 +758,10 @@ impl Client {
     /// with no further frame before it.
     pub fn expect_tcp_closed(&mut self) {
         assert!(
-            self.buf.len() == self.pos,
+            self.reader.buffer().is_empty(),
             "[{}] {} unexpected bytes after the close frame",
             self.ctx,
-            self.buf.len() - self.pos
+            self.reader.buffer().len()
         );
         let deadline = Instant::now() + TIMEOUT;
         let mut chunk = [0u8; 4096];
@@ -660,7 +771,7 @@ impl Client {
                 "[{}] server did not close TCP",
                 self.ctx
             );
-            match self.stream.read(&mut chunk) {
+            match self.reader.read(&mut chunk) {
                 Ok(0) => return,
                 Ok(n) => panic!(
                     "[{}] {n} bytes after the close frame: {:02x?}",
@@ -679,13 +790,13 @@ impl Client {
     /// Assert that nothing arrives within `quiet` (the connection stays open and silent).
     pub fn expect_silence(&mut self, quiet: Duration) {
         assert!(
-            self.buf.len() == self.pos,
+            self.reader.buffer().is_empty(),
             "[{}] unexpected buffered bytes",
             self.ctx
         );
         self.stream.set_read_timeout(Some(quiet)).unwrap();
         let mut b = [0u8; 64];
-        let r = self.stream.read(&mut b);
+        let r = self.reader.read(&mut b);
         self.stream.set_read_timeout(Some(TIMEOUT)).unwrap();
         match r {
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
