@@ -129,3 +129,17 @@ impl Future for Kicked<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_idle_conn_is_small() {
+        // The runtime's part plus the protocol state (docs/architecture.md, memory table).
+        let (conn, state) = (
+            std::mem::size_of::<super::Conn>(),
+            std::mem::size_of::<crate::connection::Connection>(),
+        );
+        println!("Conn {conn} bytes, of which Connection {state}");
+        assert!(conn <= 272, "{conn}");
+    }
+}

@@ -196,8 +196,11 @@ impl WorkerCore {
         payload: &[u8],
     ) -> Result<(), SendError> {
         let conn = self.conn(id).ok_or(SendError::Closed)?;
-        conn.state().can_send(&self.set.conn)?;
-        let window = conn.state().deflate_window();
+        let window = {
+            let st = conn.state();
+            st.can_send(&self.set.conn)?;
+            st.deflate_window()
+        };
         let frame = match window.and_then(|bits| self.deflate.compress_frame(op, payload, bits)) {
             Some(z) => {
                 self.stats.messages_deflated.inc();
@@ -236,9 +239,17 @@ impl WorkerCore {
                 tracing::debug!(worker = self.id, "closing slow consumer");
             }
         }
-        if verdict != Offer::Dropped {
-            self.account(conn);
-            self.settle(conn);
+        match verdict {
+            Offer::Dropped => {}
+            Offer::Queued | Offer::Conflated => {
+                self.account(conn);
+                self.mark_dirty(conn);
+            }
+            // Closing: its close deadline may be earlier than its timer.
+            Offer::Disconnect => {
+                self.account(conn);
+                self.settle(conn);
+            }
         }
         Ok(verdict)
     }

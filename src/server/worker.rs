@@ -25,7 +25,7 @@ use super::{
     tls::{TlsConn, TlsRead},
 };
 use crate::{
-    connection::{Failure, Read, Timeout, Workspace},
+    connection::{Failure, Phase, Read, Timeout, Workspace},
     proto::{handshake, CloseCode, ProtocolError},
 };
 
@@ -201,14 +201,18 @@ impl Worker {
         let mut ws = self.ws.borrow_mut();
         let mut off = 0;
         while off < buf.len() {
-            if conn.state().phase() == crate::connection::Phase::Handshake {
+            let mut st = conn.state_mut();
+            if st.phase() == Phase::Handshake {
+                drop(st);
                 match self.handshake(conn, &buf[off..]) {
                     Some(used) => off += used,
                     None => break,
                 }
                 continue;
             }
-            let read = conn.state_mut().read(&mut buf[off..], &mut ws, cfg, now);
+            let read = st.read(&mut buf[off..], &mut ws, cfg, now);
+            let inflated = st.last_message_inflated();
+            drop(st); // the handler may send to this connection
             match read {
                 Read::Done(used) => {
                     off += used;
@@ -217,7 +221,7 @@ impl Worker {
                 Read::Message(used, msg) => {
                     off += used;
                     self.core.stats.messages_in.inc();
-                    if conn.state().last_message_inflated() {
+                    if inflated {
                         self.core.stats.messages_inflated.inc();
                     }
                     self.handler
