@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use corecast::fanout::{Backlog, Delivery, Mesh, MeshStats, Outboxes, SendError};
+use corecast::fanout::{Backlog, Delivery, Mesh, MeshStats, Outboxes, Undelivered};
 
 /// Generous: a failure, not a slow machine, is what trips it.
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -92,13 +92,13 @@ async fn push_retrying<T>(out: &Outboxes<T>, worker: usize, mut item: T) -> u64 
     loop {
         match out.push(worker, item) {
             Ok(()) => return fulls,
-            Err(SendError::Full(t)) => {
+            Err(Undelivered::Full(t)) => {
                 fulls += 1;
                 item = t;
                 out.flush();
                 monoio::time::sleep(Duration::from_millis(1)).await;
             }
-            Err(SendError::Closed(_)) => panic!("inbox {worker} closed early"),
+            Err(Undelivered::Closed(_)) => panic!("inbox {worker} closed early"),
         }
     }
 }
@@ -109,12 +109,12 @@ fn send_blocking<T>(out: &Outboxes<T>, worker: usize, mut item: T) -> u64 {
     loop {
         match out.send(worker, item) {
             Ok(()) => return fulls,
-            Err(SendError::Full(t)) => {
+            Err(Undelivered::Full(t)) => {
                 fulls += 1;
                 item = t;
                 thread::yield_now();
             }
-            Err(SendError::Closed(_)) => panic!("inbox {worker} closed early"),
+            Err(Undelivered::Closed(_)) => panic!("inbox {worker} closed early"),
         }
     }
 }
@@ -203,12 +203,12 @@ fn every_item_once_in_order(drv: Drv) {
                                 deferred += 1;
                                 break;
                             }
-                            Err(SendError::Full(t)) => {
+                            Err(Undelivered::Full(t)) => {
                                 item = t;
                                 backlog.flush(&out);
                                 thread::yield_now();
                             }
-                            Err(SendError::Closed(_)) => panic!("closed early"),
+                            Err(Undelivered::Closed(_)) => panic!("closed early"),
                         }
                     }
                 }
@@ -426,7 +426,7 @@ fn full_hands_back_and_loses_nothing(drv: Drv) {
     }
     assert_eq!(outboxes.queued(0), CAP);
     match outboxes.send(0, CAP as u64) {
-        Err(SendError::Full(v)) => assert_eq!(v, CAP as u64, "the item comes back"),
+        Err(Undelivered::Full(v)) => assert_eq!(v, CAP as u64, "the item comes back"),
         other => panic!("expected Full, got {other:?}"),
     }
     assert_eq!(outboxes.counters().full, 1);
