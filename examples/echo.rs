@@ -33,7 +33,14 @@ impl Handler for EchoHandler {
 }
 
 fn main() -> ExitCode {
-    let config = match Config::load() {
+    // Echo serves the Autobahn testsuite, whose limit cases send 16 MiB messages: start from
+    // 16 MiB (the server's built-in default fits the pub/sub protocol, 1 MiB); flags still win.
+    let base = Config {
+        max_message_bytes: 16 << 20,
+        max_frame_bytes: 16 << 20,
+        ..Config::default()
+    };
+    let config = match Config::load_over(base) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("echo: {e}");

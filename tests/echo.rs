@@ -6,6 +6,7 @@ mod common;
 use std::io::Write;
 
 use common::*;
+use corecast::Config;
 use tungstenite::{protocol::WebSocketConfig, Message};
 
 #[test]
@@ -104,7 +105,11 @@ fn fragmented_text_with_interleaved_ping_is_echoed_as_one_message() {
 fn sixteen_mib_message_is_echoed() {
     const SIZE: usize = (16 << 20) - 64;
     for driver in drivers() {
-        let srv = start_echo(test_config(driver));
+        let srv = start_echo(Config {
+            max_message_bytes: 16 << 20,
+            max_frame_bytes: 16 << 20,
+            ..test_config(driver)
+        });
         let config = WebSocketConfig::default()
             .max_message_size(Some(32 << 20))
             .max_frame_size(Some(32 << 20));

@@ -93,6 +93,7 @@ fn place(field: &str, doc: &str) -> (String, String, Kind, Option<String>) {
     match field {
         "connections" => fixed("corecast_connections", Kind::Gauge),
         "queued_bytes" => fixed("corecast_send_queue_bytes", Kind::Gauge),
+        "partial_bytes" => fixed("corecast_partial_message_bytes", Kind::Gauge),
         "topics" => fixed("corecast_topics", Kind::Gauge),
         "subscriptions" => fixed("corecast_subscriptions", Kind::Gauge),
         "accepted" => fixed("corecast_connections_accepted_total", Kind::Counter),

@@ -14,7 +14,7 @@ fn resolve_with(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigErr
     let m = command()
         .try_get_matches_from(std::iter::once("corecast").chain(args.iter().copied()))
         .map_err(|e| ConfigError::Cli(e.to_string()))?;
-    resolve(&m, move |k| env.get(k).cloned())
+    resolve(&m, move |k| env.get(k).cloned(), Config::default())
 }
 
 fn invalid_field(r: Result<impl fmt::Debug, ConfigError>) -> (&'static str, String) {
@@ -43,7 +43,10 @@ fn defaults_are_valid_and_used_when_nothing_is_set() {
     let c = Config::default();
     assert_eq!(c.listen, "0.0.0.0:9001".parse().unwrap());
     assert_eq!(c.ping_interval, Duration::from_secs(25));
-    assert_eq!(c.max_frame_bytes, 16 << 20);
+    assert_eq!(c.max_frame_bytes, 1 << 20);
+    assert_eq!(c.max_message_bytes, 1 << 20);
+    assert_eq!(c.message_timeout, Duration::from_secs(30));
+    assert_eq!(c.partial_message_budget, 256 << 20);
     assert_eq!(c.config_file, None);
 }
 
@@ -507,6 +510,11 @@ fn help_lists_every_option_with_its_default() {
             Human(d.handshake_timeout).to_string(),
         ),
         ("--close-timeout", Human(d.close_timeout).to_string()),
+        ("--message-timeout", Human(d.message_timeout).to_string()),
+        (
+            "--partial-message-budget",
+            Size(d.partial_message_budget).to_string(),
+        ),
         ("--drain-window", Human(d.drain_window).to_string()),
         ("--subprotocol", "none".into()),
         ("--admin-token-file", "none".into()),
@@ -577,6 +585,8 @@ fn validation_accepts_boundaries() {
         pong_timeout: Duration::from_millis(10),
         handshake_timeout: Duration::from_millis(10),
         close_timeout: Duration::from_millis(10),
+        message_timeout: Duration::from_millis(100),
+        partial_message_budget: 125,
         drain_window: Duration::ZERO,
         subprotocols: vec!["a!#$%&'*+-.^_`|~Z9".into()],
         log_filter: "warn,corecast::server=trace".into(),
@@ -588,6 +598,7 @@ fn validation_accepts_boundaries() {
         max_handshake_bytes: 1 << 20,
         max_frame_bytes: 1 << 30,
         max_message_bytes: 1 << 30,
+        partial_message_budget: 1 << 30,
         ping_interval: MAX_DURATION,
         ..Config::default()
     };

@@ -28,22 +28,23 @@ impl Connection {
     }
 
     /// Keep `rest`, the bytes [`Self::read`] did not use, until more arrive.
-    pub fn keep_tail(&mut self, rest: &[u8]) {
-        if rest.is_empty() || !self.wants_input() {
-            return;
+    pub fn keep_tail(&mut self, rest: &[u8], cfg: &ConnConfig, now: Tick) {
+        if !rest.is_empty() && self.wants_input() {
+            self.tail.extend_from_slice(rest);
+            self.reserve_frame();
         }
-        self.tail.extend_from_slice(rest);
-        self.reserve_frame();
+        self.track_message(cfg, now);
     }
 
     /// Hand back a buffer from [`Self::take_tail`] of which `used` bytes were consumed.
-    pub fn restore_tail(&mut self, mut buf: Vec<u8>, used: usize) {
+    pub fn restore_tail(&mut self, mut buf: Vec<u8>, used: usize, cfg: &ConnConfig, now: Tick) {
         buf.drain(..used.min(buf.len()));
-        if buf.is_empty() || !self.wants_input() {
-            return; // idle connections own no read memory
+        // Idle connections own no read memory.
+        if !buf.is_empty() && self.wants_input() {
+            self.tail = buf;
+            self.reserve_frame();
         }
-        self.tail = buf;
-        self.reserve_frame();
+        self.track_message(cfg, now);
     }
 
     /// Size the tail for the whole frame under way at once (its header already passed the
@@ -69,10 +70,8 @@ impl Connection {
         now: Tick,
     ) -> Result<Option<(Request<'h, 'b>, usize)>, HandshakeError> {
         debug_assert_eq!(self.phase, Phase::Handshake);
-        handshake::parse_request(buf, headers, limits).inspect_err(|e| {
-            self.reject(e.status(), e.reason(), cfg, now);
-            self.failure = Some(Failure::Handshake(*e));
-        })
+        handshake::parse_request(buf, headers, limits)
+            .inspect_err(|e| self.reject(e.status(), e.reason(), cfg, now))
     }
 
     /// Accept the upgrade: queue the `101` (with the chosen subprotocol and the negotiated
@@ -82,7 +81,6 @@ impl Connection {
         key: &str,
         protocol: Option<&str>,
         deflate: Option<DeflateParams>,
-        cfg: &ConnConfig,
         now: Tick,
     ) {
         let answer = deflate.map(|p| p.to_string());
@@ -100,7 +98,7 @@ impl Connection {
         self.opened = true;
         self.last_rx = now;
         self.last_ping = now;
-        self.deadline = now + cfg.ping_ticks;
+        self.deadline = Tick::MAX; // while open: the deadline of a message under way
     }
 
     /// Refuse the upgrade (or a connection refused at accept) with an HTTP `status`; the
@@ -137,7 +135,7 @@ impl Connection {
             let (data, used) = match self.decoder.decode(&mut buf[off..]) {
                 Ok(None) => return Read::Done(off),
                 Err(e) => {
-                    self.fail(e, Failure::Protocol(e), cfg, now);
+                    self.fail(Failure::Protocol(e), cfg, now);
                     return Read::Done(buf.len());
                 }
                 Ok(Some((
@@ -167,6 +165,7 @@ impl Connection {
             let from = start + (at - buf[start..].as_ptr() as usize);
             let range = from..from + len;
             if opcode != OpCode::Continuation && fin {
+                self.deadline = Tick::MAX; // a whole message: none is under way
                 let buf: &'a [u8] = buf;
                 let Workspace { out, shared, .. } = ws;
                 return match self.complete(opcode, &buf[range], out, shared, cfg, now) {
@@ -187,6 +186,7 @@ impl Connection {
                     shared,
                 } = ws;
                 *assembled = std::mem::take(&mut self.msg);
+                self.deadline = Tick::MAX; // a whole message: none is under way
                 let op = self.msg_op;
                 return match self.complete(op, assembled, out, shared, cfg, now) {
                     Some(m) => Read::Message(off, m),
@@ -211,13 +211,11 @@ impl Connection {
             match self.inflate(payload, out, shared, cfg.limits.max_message) {
                 Ok(()) => out.as_slice(),
                 Err(InflateError::TooLarge) => {
-                    let e = ProtocolError::MessageTooLarge;
-                    self.fail(e, Failure::InflateLimit, cfg, now);
+                    self.fail(Failure::InflateLimit, cfg, now);
                     return None;
                 }
                 Err(_) => {
-                    let e = ProtocolError::InvalidCompressed;
-                    self.fail(e, Failure::InflateCorrupt, cfg, now);
+                    self.fail(Failure::InflateCorrupt, cfg, now);
                     return None;
                 }
             }
@@ -233,7 +231,7 @@ impl Connection {
             Ok(text) => Some(Message::Text(text)),
             Err(_) => {
                 let e = ProtocolError::InvalidUtf8;
-                self.fail(e, Failure::Protocol(e), cfg, now);
+                self.fail(Failure::Protocol(e), cfg, now);
                 None
             }
         }
@@ -291,17 +289,40 @@ impl Connection {
 
     /// A failure: record it, send the close code behind the replies already queued to the
     /// valid messages before it, stop reading, and shut down once it is written.
-    pub(super) fn fail(&mut self, e: ProtocolError, failure: Failure, cfg: &ConnConfig, now: Tick) {
+    pub(super) fn fail(&mut self, failure: Failure, cfg: &ConnConfig, now: Tick) {
         self.failure = Some(failure);
-        let code = Some(e.close_code());
-        self.start_close(
-            code,
-            e.reason(),
-            Lane::BehindData,
-            AfterFlush::ShutdownWrite,
-            cfg,
-            now,
-        );
+        let (code, reason) = failure.close_frame();
+        let (lane, after) = (Lane::BehindData, AfterFlush::ShutdownWrite);
+        self.start_close(Some(code), reason, lane, after, cfg, now);
         self.discarding = true;
+        // Nothing more is read: what was kept of unfinished messages goes now.
+        self.tail = Vec::new();
+        self.msg = Vec::new();
+    }
+
+    /// The process holds more of unfinished messages than its budget, and this connection
+    /// added to them last: close it with 1013 "server busy" (behind its queued replies) and
+    /// free what it held.
+    pub fn close_over_budget(&mut self, cfg: &ConnConfig, now: Tick) {
+        if self.wants_input() && self.phase == Phase::Open {
+            self.fail(Failure::OverBudget, cfg, now);
+        }
+    }
+
+    /// Keep the deadline of the message under way: set when one starts (a frame cut by the
+    /// end of the input, or a fragmented message), cleared when none is.
+    fn track_message(&mut self, cfg: &ConnConfig, now: Tick) {
+        if !self.wants_input() {
+            self.msg = Vec::new(); // a message that will never finish
+            return;
+        }
+        if self.phase != Phase::Open {
+            return;
+        }
+        if self.tail.is_empty() && !self.decoder.in_message() {
+            self.deadline = Tick::MAX;
+        } else if self.deadline == Tick::MAX {
+            self.deadline = now.saturating_add(cfg.message_ticks);
+        }
     }
 }

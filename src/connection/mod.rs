@@ -53,6 +53,9 @@ pub struct ConnConfig {
     pub handshake_ticks: Tick,
     /// Time allowed for the peer's answer to our close frame (or HTTP rejection).
     pub close_ticks: Tick,
+    /// Time allowed to finish a message once its first byte arrived (a frame cut by the end
+    /// of a read, or a fragmented message under way).
+    pub message_ticks: Tick,
 }
 
 /// Where a connection is in its life.
@@ -98,8 +101,41 @@ pub enum Failure {
     InflateLimit,
     /// A compressed message did not inflate (closed 1007).
     InflateCorrupt,
-    /// The upgrade request was malformed; the HTTP answer is queued.
-    Handshake(HandshakeError),
+    /// A message under way was not finished within the message timeout (closed 1008).
+    MessageTimeout,
+    /// The process holds too much of unfinished messages and this connection's grew it past
+    /// the budget (closed 1013, see [`Connection::close_over_budget`]).
+    OverBudget,
+}
+
+impl Failure {
+    /// The close code and reason sent for this failure.
+    pub fn close_frame(&self) -> (CloseCode, &'static str) {
+        match self {
+            Failure::Protocol(e) => (e.close_code(), e.reason()),
+            Failure::InflateLimit => {
+                let e = ProtocolError::MessageTooLarge;
+                (e.close_code(), e.reason())
+            }
+            Failure::InflateCorrupt => {
+                let e = ProtocolError::InvalidCompressed;
+                (e.close_code(), e.reason())
+            }
+            Failure::MessageTimeout => (CloseCode::POLICY, "message timeout"),
+            Failure::OverBudget => (CloseCode::TRY_AGAIN_LATER, "server busy"),
+        }
+    }
+
+    /// A short label for logs and counters.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Failure::Protocol(e) => e.label(),
+            Failure::InflateLimit => "inflate_limit",
+            Failure::InflateCorrupt => "inflate_error",
+            Failure::MessageTimeout => "message_timeout",
+            Failure::OverBudget => "message_budget",
+        }
+    }
 }
 
 /// What [`Connection::on_timeout`] did.
@@ -107,6 +143,9 @@ pub enum Failure {
 pub enum Timeout {
     /// Nothing was due.
     Nothing,
+    /// A message under way was not finished in time: a 1008 close is queued behind the
+    /// replies already queued, as on a protocol failure.
+    Message,
     /// A ping was queued.
     Ping,
     /// The peer was silent past the heartbeat window: a 1001 close is queued ahead of all
@@ -174,7 +213,8 @@ pub struct Connection {
     after_flush: AfterFlush,
     peer_code: Option<CloseCode>,
     failure: Option<Failure>,
-    /// Last byte received, last ping sent, the phase deadline (handshake or close).
+    /// Last byte received, last ping sent, the phase deadline (handshake or close; while open,
+    /// the deadline of the message under way, `Tick::MAX` when none is).
     last_rx: Tick,
     last_ping: Tick,
     deadline: Tick,
@@ -251,6 +291,12 @@ impl Connection {
             .map(|d| d.params.server_max_window_bits)
     }
 
+    /// Bytes this connection holds for messages it has not received whole: the capacity of
+    /// its tail and fragment buffers (what a process-wide budget counts).
+    pub fn partial_bytes(&self) -> usize {
+        self.tail.capacity() + self.msg.capacity()
+    }
+
     /// Whether the message [`Self::read`] last returned came compressed (and was inflated).
     pub fn last_message_inflated(&self) -> bool {
         self.decoder.message_compressed()
@@ -288,7 +334,8 @@ impl Connection {
             Phase::Handshake | Phase::Closing => Some(self.deadline),
             Phase::Open => {
                 let heard = self.last_rx.max(self.last_ping);
-                Some((heard + cfg.ping_ticks).min(self.last_rx + cfg.silent_ticks))
+                let beat = (heard + cfg.ping_ticks).min(self.last_rx + cfg.silent_ticks);
+                Some(beat.min(self.deadline))
             }
             Phase::Dead => None,
         }
@@ -314,6 +361,10 @@ impl Connection {
             Phase::Closing => {
                 self.kill();
                 Timeout::Close
+            }
+            Phase::Open if now >= self.deadline => {
+                self.fail(Failure::MessageTimeout, cfg, now);
+                Timeout::Message
             }
             Phase::Open if self.is_silent(cfg, now) => {
                 let (lane, after) = (Lane::AheadOfData, AfterFlush::Drop);

@@ -37,6 +37,8 @@ pub(crate) struct Conn {
     pub(crate) timer_at: Cell<u64>,
     /// Queued bytes last added to the worker's `queued_bytes` gauge.
     pub(crate) accounted: Cell<usize>,
+    /// Bytes of unfinished messages last added to the process-wide budget.
+    pub(crate) partial: Cell<usize>,
     /// Wakes the task when its wait set changes (blocked write, forced close).
     kicked: Cell<bool>,
     waker: Cell<Option<Waker>>,
@@ -60,6 +62,7 @@ impl Conn {
             dirty: Cell::new(false),
             timer_at: Cell::new(u64::MAX),
             accounted: Cell::new(0),
+            partial: Cell::new(0),
             kicked: Cell::new(false),
             waker: Cell::new(None),
             tls,

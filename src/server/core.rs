@@ -9,7 +9,10 @@ use std::{
     cell::{Cell, RefCell},
     io::IoSlice,
     rc::Rc,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicUsize, Ordering::Relaxed},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -54,6 +57,8 @@ pub(crate) struct WorkerSettings {
     pub(crate) conn: ConnConfig,
     pub(crate) hs_limits: HandshakeLimits,
     pub(crate) limit: Arc<super::ConnLimit>,
+    /// Bytes held for unfinished messages, process-wide.
+    pub(crate) partial: Arc<PartialBudget>,
     pub(crate) guard: Arc<Guard>,
     pub(crate) subprotocols: Vec<String>,
     pub(crate) nodelay: bool,
@@ -65,7 +70,12 @@ pub(crate) struct WorkerSettings {
 }
 
 impl WorkerSettings {
-    pub(crate) fn new(cfg: &Config, limit: Arc<super::ConnLimit>, guard: Arc<Guard>) -> Self {
+    pub(crate) fn new(
+        cfg: &Config,
+        limit: Arc<super::ConnLimit>,
+        partial: Arc<PartialBudget>,
+        guard: Arc<Guard>,
+    ) -> Self {
         WorkerSettings {
             conn: ConnConfig {
                 limits: DecoderLimits {
@@ -77,11 +87,13 @@ impl WorkerSettings {
                 silent_ticks: ticks(cfg.ping_interval + cfg.pong_timeout),
                 handshake_ticks: ticks(cfg.handshake_timeout),
                 close_ticks: ticks(cfg.close_timeout),
+                message_ticks: ticks(cfg.message_timeout),
             },
             hs_limits: HandshakeLimits {
                 max_head_bytes: cfg.max_handshake_bytes,
             },
             limit,
+            partial,
             guard,
             subprotocols: cfg.subprotocols.clone(),
             nodelay: cfg.tcp_nodelay,
@@ -95,6 +107,35 @@ impl WorkerSettings {
                 threshold: cfg.deflate_threshold,
                 level: cfg.deflate_level,
             }),
+        }
+    }
+}
+
+/// The bytes all connections of a process hold for messages they have not received whole
+/// (tail and fragment buffers), against `partial_message_budget`.
+pub(crate) struct PartialBudget {
+    limit: usize,
+    held: AtomicUsize,
+}
+
+impl PartialBudget {
+    pub(crate) fn new(limit: usize) -> Self {
+        PartialBudget {
+            limit,
+            held: AtomicUsize::new(0),
+        }
+    }
+
+    /// One connection's share went from `before` to `now` bytes; `true` when it grew and the
+    /// process is now over the budget. Touched only when a message is cut by a read, not per
+    /// message.
+    pub(crate) fn shift(&self, before: usize, now: usize) -> bool {
+        if now > before {
+            let grown = now - before;
+            self.held.fetch_add(grown, Relaxed) + grown > self.limit
+        } else {
+            self.held.fetch_sub(before - now, Relaxed);
+            false
         }
     }
 }

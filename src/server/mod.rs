@@ -144,6 +144,7 @@ impl ServerBuilder {
         // One process-wide count: SO_REUSEPORT spreads connections unevenly, so a per-worker
         // share of the limit would refuse on one worker while the process still has room.
         let live = Arc::new(ConnLimit::new(max_conns));
+        let partial = Arc::new(core::PartialBudget::new(cfg.partial_message_budget));
         let guard = Arc::new(crate::guard::Guard::from_config(&cfg)?);
         let listeners = bind_all(&cfg, workers, driver)?;
         let addr = listeners[0].local_addr().map_err(|e| ServerError::Bind {
@@ -165,7 +166,7 @@ impl ServerBuilder {
             st.heartbeat_ms.set(stats::monotonic_ms());
             bells.push(bell.clone());
             stats.push(st.clone());
-            let mut set = WorkerSettings::new(&cfg, live.clone(), guard.clone());
+            let mut set = WorkerSettings::new(&cfg, live.clone(), partial.clone(), guard.clone());
             set.tls = tls.as_ref().map(|t| t.config.clone());
             let factory = factory.clone();
             let hook = self.hook.clone();

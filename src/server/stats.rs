@@ -83,6 +83,15 @@ counter_set! {
     closed_inflate_limit,
     /// Connections closed with 1007 because a compressed message did not inflate.
     closed_inflate_error,
+    /// Connections closed with 1008 because a message was not finished within
+    /// `message_timeout` of its first byte.
+    closed_message_timeout,
+    /// Connections closed with 1013 because unfinished messages held across the process went
+    /// past `partial_message_budget`.
+    closed_message_budget,
+    /// Bytes held now for messages not yet received whole (a gauge; the process-wide sum is
+    /// what `partial_message_budget` bounds).
+    partial_bytes,
 }
 
 /// Milliseconds on a monotonic clock shared by the whole process (its zero is the first

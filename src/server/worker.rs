@@ -26,7 +26,7 @@ use super::{
 };
 use crate::{
     connection::{Failure, Phase, Read, Timeout, Workspace},
-    proto::{handshake, CloseCode, ProtocolError},
+    proto::{handshake, CloseCode},
 };
 
 /// The shared read buffer of a worker.
@@ -177,19 +177,21 @@ impl Worker {
 
     /// Feed plaintext through the connection, keeping an unfinished tail in it.
     fn consume(&self, conn: &Rc<Conn>, data: &mut [u8]) {
+        let (cfg, now) = (&self.core.set.conn, self.core.now());
         let mut tail = {
             let mut st = conn.state_mut();
-            st.received(self.core.now());
+            st.received(now);
             st.take_tail()
         };
         if tail.is_empty() {
             let used = self.process(conn, data);
-            conn.state_mut().keep_tail(&data[used..]);
+            conn.state_mut().keep_tail(&data[used..], cfg, now);
         } else {
             tail.extend_from_slice(data);
             let used = self.process(conn, &mut tail);
-            conn.state_mut().restore_tail(tail, used);
+            conn.state_mut().restore_tail(tail, used, cfg, now);
         }
+        self.account_partial(conn);
         self.core.settle(conn);
     }
 
@@ -240,34 +242,36 @@ impl Worker {
             return;
         };
         let stats = &self.core.stats;
-        let e = match failure {
-            Failure::Protocol(e) => {
-                stats.protocol_errors.inc();
-                e
-            }
-            Failure::InflateLimit => {
-                stats.closed_inflate_limit.inc();
-                ProtocolError::MessageTooLarge
-            }
-            Failure::InflateCorrupt => {
-                stats.closed_inflate_error.inc();
-                ProtocolError::InvalidCompressed
-            }
-            Failure::Handshake(e) => {
-                stats.handshake_rejected.inc();
-                tracing::debug!(
-                    worker = self.core.id,
-                    reason = e.label(),
-                    "handshake rejected"
-                );
-                return;
-            }
-        };
-        tracing::debug!(
-            worker = self.core.id,
-            error = e.label(),
-            "closing on protocol error"
-        );
+        match failure {
+            Failure::Protocol(_) => stats.protocol_errors.inc(),
+            Failure::InflateLimit => stats.closed_inflate_limit.inc(),
+            Failure::InflateCorrupt => stats.closed_inflate_error.inc(),
+            Failure::MessageTimeout => stats.closed_message_timeout.inc(),
+            Failure::OverBudget => stats.closed_message_budget.inc(),
+        }
+        let (worker, reason) = (self.core.id, failure.label());
+        tracing::debug!(worker, reason, "closing on a failed message");
+    }
+
+    /// Bring the process-wide count of bytes held for unfinished messages up to date with
+    /// this connection; if that takes the process past its budget, close this connection
+    /// (1013) and give its bytes back.
+    fn account_partial(&self, conn: &Conn) {
+        let held = conn.state().partial_bytes();
+        let before = conn.partial.replace(held);
+        if held == before {
+            return;
+        }
+        self.core
+            .stats
+            .partial_bytes
+            .shift(held as i64 - before as i64);
+        if self.core.set.partial.shift(before, held) {
+            let (cfg, now) = (&self.core.set.conn, self.core.now());
+            conn.state_mut().close_over_budget(cfg, now);
+            self.count_failure(conn);
+            self.account_partial(conn);
+        }
     }
 
     /// Parse the upgrade request, decide (guard, hook, subprotocol, deflate), and answer it;
@@ -281,7 +285,12 @@ impl Worker {
         let (req, used) = match parsed {
             Ok(None) => return None,
             Ok(Some(parsed)) => parsed,
-            Err(_) => return Some(buf.len()), // answered; counted by `count_failure`
+            Err(e) => {
+                // Answered with an HTTP error by the connection.
+                core.stats.handshake_rejected.inc();
+                tracing::debug!(worker = core.id, reason = e.label(), "handshake rejected");
+                return Some(buf.len());
+            }
         };
         let peer = nix::sys::socket::getpeername::<nix::sys::socket::SockaddrStorage>(conn.fd)
             .ok()
@@ -314,8 +323,7 @@ impl Worker {
         if pmd.is_some() {
             core.stats.deflate_negotiated.inc();
         }
-        conn.state_mut()
-            .accept(req.key, protocol, pmd, &set.conn, core.now());
+        conn.state_mut().accept(req.key, protocol, pmd, core.now());
         // Answer now and hand the queue's memory back: most connections then sit idle.
         core.flush(conn);
         conn.state_mut().shrink();
@@ -378,6 +386,10 @@ impl Worker {
         let timeout = conn.state_mut().on_timeout(cfg, now);
         match timeout {
             Timeout::Nothing => {}
+            Timeout::Message => {
+                self.count_failure(conn);
+                self.account_partial(conn);
+            }
             Timeout::Handshake => stats.handshake_timeouts.inc(),
             Timeout::Close => stats.close_timeouts.inc(),
             Timeout::Heartbeat => {
