@@ -655,7 +655,7 @@ fn an_idle_connection_is_small() {
     );
     assert!(std::mem::size_of::<ConnDeflate>() <= 16);
     assert!(
-        std::mem::size_of::<Connection>() <= 176,
+        std::mem::size_of::<Connection>() <= 152,
         "{}",
         std::mem::size_of::<Connection>()
     );

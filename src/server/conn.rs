@@ -143,6 +143,6 @@ mod tests {
             std::mem::size_of::<crate::connection::Connection>(),
         );
         println!("Conn {conn} bytes, of which Connection {state}");
-        assert!(conn <= 272, "{conn}");
+        assert!(conn <= 240, "{conn}");
     }
 }
