@@ -7,10 +7,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde_json::value::RawValue;
-
-use super::json::check_depth;
-use super::ops::{check_id_str, check_key, check_size, check_token};
+use super::json::json_value;
+use super::ops::{check_id_str, check_key, check_size, check_token, utf8_field};
 use super::{AuthOp, ClientOp, ErrorCode, Id, Payload, WireBuf, WireError};
 use crate::pubsub::topic_name::TopicName;
 
@@ -108,11 +106,7 @@ impl<'a> Reader<'a> {
 
     /// A varint-sized UTF-8 string; not UTF-8 is `bad_field` for `field`.
     pub(super) fn utf8(&mut self, field: &'static str) -> Result<&'a str, WireError> {
-        let bytes = self.sized()?;
-        std::str::from_utf8(bytes).map_err(|_| WireError::BadField {
-            field,
-            reason: "not UTF-8",
-        })
+        utf8_field(self.sized()?, field)
     }
 
     /// Everything left.
@@ -215,7 +209,7 @@ pub fn decode_binary(input: &[u8]) -> Result<ClientOp<'_>, WireError> {
             };
             let bytes = r.rest();
             let data = if flags & FLAG_JSON != 0 {
-                Payload::Json(json_data(bytes)?)
+                Payload::Json(json_value(bytes)?)
             } else {
                 Payload::Bytes(bytes)
             };
@@ -227,17 +221,6 @@ pub fn decode_binary(input: &[u8]) -> Result<ClientOp<'_>, WireError> {
             })
         }
     }
-}
-
-/// Check that JSON-flagged binary data is exactly one JSON value; returns it without the
-/// whitespace around it.
-fn json_data(bytes: &[u8]) -> Result<&str, WireError> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|_| WireError::BadJson("JSON-flagged data is not UTF-8".into()))?;
-    let raw: &RawValue = serde_json::from_str(text)
-        .map_err(|e| WireError::BadJson(format!("JSON-flagged data: {e}")))?;
-    check_depth(raw.get())?;
-    Ok(raw.get())
 }
 
 /// The id of a binary client message that failed to decode, if it can still be read, so the
@@ -276,6 +259,15 @@ pub(super) fn varint_len(n: u64) -> usize {
     (64 - (n | 1).leading_zeros() as usize).div_ceil(7)
 }
 
+/// The exact length [`encode_op_binary`] appends for a `pub` without an id: the smallest
+/// `pub` that carries a topic, a key and data of these lengths (the JSON envelope is longer).
+pub(super) fn pub_len(topic: usize, key: Option<usize>, data: usize) -> usize {
+    2usize
+        .saturating_add(sized_len(topic))
+        .saturating_add(key.map_or(0, sized_len))
+        .saturating_add(data)
+}
+
 /// Append `bytes` with a varint length prefix.
 pub(super) fn put_sized<B: WireBuf + ?Sized>(out: &mut B, bytes: &[u8]) {
     put_varint(out, bytes.len() as u64);
@@ -284,7 +276,7 @@ pub(super) fn put_sized<B: WireBuf + ?Sized>(out: &mut B, bytes: &[u8]) {
 
 /// Encoded length of `len` bytes with their varint length prefix.
 fn sized_len(len: usize) -> usize {
-    varint_len(len as u64) + len
+    varint_len(len as u64).saturating_add(len)
 }
 
 /// A `fmt::Write` that appends text as it is.

@@ -6,7 +6,8 @@
 //! raw text slice it arrived as, binary data stays the raw bytes. No I/O, no clock (times come
 //! in as arguments), and no panics on any input.
 //!
-//! - `ops`: the client ops (`sub`, `unsub`, `pub`, `auth`) and the values they carry.
+//! - `ops`: the client ops (`sub`, `unsub`, `pub`, `auth`) and the values they carry, and
+//!   [`check_pub`], the `pub` rules for a publish without a client envelope (admin API).
 //! - `errors`: [`ErrorCode`], every code an `err` can carry, and [`WireError`].
 //! - `json` and [`binary`]: one encoding each, decoder and writers.
 //! - `encode`: every encoder, one per message, in a connection's [`Encoding`].
@@ -25,7 +26,7 @@ pub use encode::{
     encode_revoked, encode_subbed, encode_unsubbed, msg_len,
 };
 pub use errors::{ErrorCode, WireError};
-pub use ops::{AuthOp, ClientOp, Id, Payload};
+pub use ops::{check_pub, AuthOp, CheckedPub, ClientOp, Id, Payload};
 
 pub use binary::{
     decode_binary, encode_msg_binary, encode_op_binary, error_id_binary, msg_binary_len,

@@ -1,10 +1,14 @@
 //! The client ops and the values they carry, apart from how either encoding writes them:
 //! request ids, publish data, `sub`, `unsub`, `pub` and `auth`, and the field rules both
-//! decoders check (sizes and lengths).
+//! decoders check (sizes and lengths). [`check_pub`] applies the same rules to a publish that
+//! arrives without a client envelope (the admin API's `POST /publish`, an embedder's
+//! `Publisher`).
 
 use std::borrow::Cow;
 use std::fmt;
 
+use super::binary::pub_len;
+use super::json::json_value;
 use super::{WireError, MAX_ENVELOPE_BYTES, MAX_ID_BYTES, MAX_KEY_BYTES, MAX_TOKEN_BYTES};
 use crate::pubsub::topic_name::TopicName;
 
@@ -191,4 +195,57 @@ pub(super) fn check_token(token: &str) -> Result<(), WireError> {
         });
     }
     Ok(())
+}
+
+/// Raw bytes of a string field (binary encoding) as UTF-8; not UTF-8 is `bad_field`.
+pub(super) fn utf8_field<'a>(bytes: &'a [u8], field: &'static str) -> Result<&'a str, WireError> {
+    std::str::from_utf8(bytes).map_err(|_| WireError::BadField {
+        field,
+        reason: "not UTF-8",
+    })
+}
+
+/// A publish that passed every check a `pub` op passes: what [`check_pub`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckedPub<'a> {
+    /// The topic.
+    pub topic: TopicName<'a>,
+    /// The conflation key, 1 to [`MAX_KEY_BYTES`] bytes of UTF-8.
+    pub key: Option<&'a str>,
+    /// The data: for JSON, one JSON value without the whitespace around it.
+    pub data: Payload<'a>,
+}
+
+/// Check a publish that arrives without a client envelope (the admin API's `POST /publish`,
+/// an embedder's `Publisher`) by exactly the rules a WebSocket `pub` passes, in the decoders'
+/// order, each rule by the same function the decoders call:
+///
+/// 1. size: the smallest `pub` carrying it (the binary encoding's, without an id) must fit
+///    in [`MAX_ENVELOPE_BYTES`] (`too_large`);
+/// 2. `topic`: the topic rules, from raw bytes as in the binary encoding (`bad_topic`);
+/// 3. `key`: UTF-8 and 1 to [`MAX_KEY_BYTES`] bytes (`bad_field`);
+/// 4. `data`: when `json`, exactly one JSON value (`bad_json`) nesting at most
+///    [`MAX_DATA_DEPTH`](super::MAX_DATA_DEPTH) levels (`bad_field`); opaque bytes otherwise.
+pub fn check_pub<'a>(
+    topic: &'a [u8],
+    key: Option<&'a [u8]>,
+    data: &'a [u8],
+    json: bool,
+) -> Result<CheckedPub<'a>, WireError> {
+    check_size(pub_len(topic.len(), key.map(<[u8]>::len), data.len()))?;
+    let topic = TopicName::from_bytes(topic)?;
+    let key = match key {
+        None => None,
+        Some(bytes) => {
+            let key = utf8_field(bytes, "key")?;
+            check_key(Cow::Borrowed(key))?;
+            Some(key)
+        }
+    };
+    let data = if json {
+        Payload::Json(json_value(data)?)
+    } else {
+        Payload::Bytes(data)
+    };
+    Ok(CheckedPub { topic, key, data })
 }
