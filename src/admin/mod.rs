@@ -395,16 +395,11 @@ fn topics(req: &Request, state: &AdminState) -> (u16, String) {
     (200, serde_json::json!({ "topics": top }).to_string())
 }
 
+/// `POST /publish?topic=T&key=K`: the body is the data of a `pub`, checked by the same rules
+/// (see [`Publisher::publish`]); a refusal is 400 with the code a WebSocket `err` would carry.
 fn publish(req: &Request, publisher: &Publisher) -> (u16, String) {
-    let mut topic = None;
-    let mut key = None;
-    for (k, v) in form_urlencoded::parse(req.query.as_bytes()) {
-        match &*k {
-            "topic" => topic = Some(v.into_owned()),
-            "key" => key = Some(v.into_owned()),
-            _ => {}
-        }
-    }
+    let topic = query_bytes(&req.query, "topic");
+    let key = query_bytes(&req.query, "key");
     let Some(topic) = topic else {
         return (
             400,
@@ -420,13 +415,32 @@ fn publish(req: &Request, publisher: &Publisher) -> (u16, String) {
         Ok(seq) => (200, format!("{{\"seq\":{seq}}}")),
         Err(e) => {
             let status = match e {
+                PublishError::Invalid(_) => 400,
                 PublishError::Busy | PublishError::Closed => 503,
                 PublishError::Timeout => 504,
-                _ => 400,
             };
             (status, error_body(e.code(), &e.to_string()))
         }
     }
+}
+
+/// The last value of `name` in a URL query, form-decoded (`+` is a space, `%XX` a byte) to
+/// raw bytes: a value that is not UTF-8 reaches the `pub` rules as it is, not replaced.
+fn query_bytes(query: &str, name: &str) -> Option<Vec<u8>> {
+    let decode = |s: &str| -> Vec<u8> {
+        let plus: Vec<u8> = s
+            .bytes()
+            .map(|b| if b == b'+' { b' ' } else { b })
+            .collect();
+        percent_encoding::percent_decode(&plus).collect()
+    };
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+        .filter(|(k, _)| decode(k) == name.as_bytes())
+        .last()
+        .map(|(_, v)| decode(v))
 }
 
 fn stats_json(state: &AdminState, started: Instant) -> String {

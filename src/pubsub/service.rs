@@ -12,8 +12,8 @@ use bytes::Bytes;
 use super::{
     engine::{owner_of, Item, PubReq, PubSub, Reply, Settings},
     stats::{LatencySnapshot, PubSubStats, TopicSummary, WorkerPubSubStats},
-    wire::{Encoding, ErrorCode, MAX_KEY_BYTES},
-    TopicName, WireError,
+    wire::{check_pub, Encoding, ErrorCode, Payload},
+    WireError,
 };
 use crate::{
     config::{Config, SlowConsumer},
@@ -37,15 +37,10 @@ pub struct PubSubService {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PublishError {
-    /// The topic name breaks the rules.
+    /// The publish breaks a rule a WebSocket `pub` must pass ([`check_pub`]): its
+    /// [`WireError::code`] is the code a client's `err` would carry.
     #[error(transparent)]
-    BadTopic(WireError),
-    /// The data is not one JSON value.
-    #[error("data is not valid JSON: {0}")]
-    BadJson(String),
-    /// The conflation key is empty or longer than 128 bytes.
-    #[error("key must be 1 to {MAX_KEY_BYTES} bytes")]
-    BadKey,
+    Invalid(#[from] WireError),
     /// The owner worker's inbox is full: retry later.
     #[error("the topic's worker is busy; retry")]
     Busy,
@@ -61,9 +56,7 @@ impl PublishError {
     /// A short stable code for API answers.
     pub fn code(&self) -> &'static str {
         match self {
-            PublishError::BadTopic(_) => ErrorCode::BadTopic,
-            PublishError::BadJson(_) => ErrorCode::BadJson,
-            PublishError::BadKey => ErrorCode::BadField,
+            PublishError::Invalid(e) => e.code(),
             PublishError::Busy => ErrorCode::Busy,
             PublishError::Timeout => ErrorCode::Timeout,
             PublishError::Closed => ErrorCode::Closed,
@@ -214,39 +207,37 @@ pub struct Publisher {
 impl Publisher {
     /// Publish `data` (one JSON value when `json`, else opaque bytes) to `topic`, wait for
     /// the owner worker to assign its seq, and return it.
+    ///
+    /// The topic, the key and the data are checked by [`check_pub`], exactly as the fields of
+    /// a WebSocket `pub` (raw bytes, as the binary encoding carries them: a key that is not
+    /// UTF-8 is refused, not replaced); a failure is [`PublishError::Invalid`] and nothing is
+    /// sent to the worker.
     pub fn publish(
         &self,
-        topic: &str,
+        topic: &[u8],
         data: Bytes,
         json: bool,
-        key: Option<&str>,
+        key: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<u64, PublishError> {
-        let name = TopicName::new(topic).map_err(PublishError::BadTopic)?;
-        if key.is_some_and(|k| k.is_empty() || k.len() > MAX_KEY_BYTES) {
-            return Err(PublishError::BadKey);
-        }
-        let data = if json {
-            let text = std::str::from_utf8(&data)
-                .map_err(|_| PublishError::BadJson("not UTF-8".into()))?;
-            let raw: &serde_json::value::RawValue =
-                serde_json::from_str(text).map_err(|e| PublishError::BadJson(e.to_string()))?;
-            // Keep the value's exact text without surrounding whitespace.
-            let inner = raw.get();
-            let start = inner.as_ptr() as usize - text.as_ptr() as usize;
-            data.slice(start..start + inner.len())
-        } else {
-            data
+        let checked = check_pub(topic, key, &data, json)?;
+        let name: Arc<str> = checked.topic.as_str().into();
+        let key = checked.key.map(Box::from);
+        let data = match checked.data {
+            // JSON data is kept as the value's exact text, without the whitespace around it;
+            // `text` borrows from `data`, so the slice is within it.
+            Payload::Json(text) => data.slice_ref(text.as_bytes()),
+            Payload::Bytes(_) => data.clone(),
         };
         let (tx, rx) = crossbeam_channel::bounded(1);
+        let owner = owner_of(&name, self.workers);
         let item = Item::Publish(Box::new(PubReq {
-            name: name.as_str().into(),
+            name,
             data,
             json,
-            key: key.map(Box::from),
+            key,
             reply: Reply::Admin(tx),
         }));
-        let owner = owner_of(name.as_str(), self.workers);
         match self.out.send(owner, item) {
             Ok(()) => {}
             Err(Undelivered::Full(_)) => return Err(PublishError::Busy),
