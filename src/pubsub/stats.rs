@@ -19,7 +19,8 @@ counter_set! {
     topics,
     /// Subscriptions now (connection × topic, pending ones included).
     subscriptions,
-    /// `pub` messages received from clients and the admin API.
+    /// `pub` messages received from clients and the admin API, counted where they arrive: a
+    /// client's by its connection's worker, an admin publish by its topic's owner.
     publishes_in,
     /// Messages given a sequence number by their topic's owner.
     published,

@@ -150,6 +150,11 @@ impl<C: Link> Engine<C> {
                     key,
                     reply,
                 } = *p;
+                // An admin publish arrives here, at its topic's owner (a client's `pub` was
+                // counted by its connection's worker before it was forwarded).
+                if matches!(reply, Reply::Admin(_)) {
+                    self.stats.publishes_in.inc();
+                }
                 let payload = if json {
                     match simdutf8::basic::from_utf8(&data) {
                         Ok(t) => Payload::Json(t),
