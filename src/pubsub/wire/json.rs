@@ -237,8 +237,8 @@ fn shorten(s: &str) -> String {
 /// The rule for `pub` data that arrives apart from a JSON envelope: JSON-flagged binary data,
 /// and a publish without a client envelope ([`check_pub`](super::check_pub)).
 pub(super) fn json_value(bytes: &[u8]) -> Result<&str, WireError> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|_| WireError::BadJson("data is not UTF-8".into()))?;
+    let text =
+        std::str::from_utf8(bytes).map_err(|_| WireError::BadJson("data is not UTF-8".into()))?;
     let raw: &RawValue = serde_json::from_str(text)
         .map_err(|e| WireError::BadJson(format!("data is not one JSON value: {e}")))?;
     check_depth(raw.get())?;

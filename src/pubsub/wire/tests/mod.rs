@@ -16,6 +16,7 @@ use crate::pubsub::MAX_TOPIC_BYTES;
 
 mod malformed;
 mod props;
+mod publish;
 
 // -----------------------------------------------------------------------------------------
 // Helpers, and a test-side decoder for server messages
