@@ -436,10 +436,10 @@ fn query_bytes(query: &str, name: &str) -> Option<Vec<u8>> {
     };
     query
         .split('&')
+        .rev()
         .filter(|pair| !pair.is_empty())
         .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
-        .filter(|(k, _)| decode(k) == name.as_bytes())
-        .last()
+        .find(|(k, _)| decode(k) == name.as_bytes())
         .map(|(_, v)| decode(v))
 }
 

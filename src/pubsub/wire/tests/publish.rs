@@ -17,13 +17,20 @@ fn bin_pub(topic: &[u8], key: Option<&[u8]>, data: &[u8], json: bool) -> Vec<u8>
     out
 }
 
+/// What a publish came to: its topic, key, data and whether the data is JSON; or the code.
+type Answer = Result<(String, Option<String>, Vec<u8>, bool), &'static str>;
+
+/// A case: topic, key, data, JSON or not, and the answer expected (the code of a refusal).
+type Case<'a> = (
+    &'a [u8],
+    Option<&'a [u8]>,
+    Vec<u8>,
+    bool,
+    Result<(), &'static str>,
+);
+
 /// `check_pub`'s answer: the parts, or the code.
-fn checked(
-    topic: &[u8],
-    key: Option<&[u8]>,
-    data: &[u8],
-    json: bool,
-) -> Result<(String, Option<String>, Vec<u8>, bool), &'static str> {
+fn checked(topic: &[u8], key: Option<&[u8]>, data: &[u8], json: bool) -> Answer {
     check_pub(topic, key, data, json)
         .map(|p| {
             (
@@ -37,12 +44,7 @@ fn checked(
 }
 
 /// The answer of the binary decoder to the same fields.
-fn decoded(
-    topic: &[u8],
-    key: Option<&[u8]>,
-    data: &[u8],
-    json: bool,
-) -> Result<(String, Option<String>, Vec<u8>, bool), &'static str> {
+fn decoded(topic: &[u8], key: Option<&[u8]>, data: &[u8], json: bool) -> Answer {
     match decode_binary(&bin_pub(topic, key, data, json)) {
         Ok(ClientOp::Pub {
             topic, key, data, ..
@@ -73,7 +75,7 @@ fn check_pub_answers_exactly_as_a_binary_pub() {
     // Opaque data that makes the smallest pub on topic "a" exactly the limit, and one over.
     let fits = vec![0xab; MAX_ENVELOPE_BYTES - 4];
     let over = vec![0xab; MAX_ENVELOPE_BYTES - 3];
-    let cases: Vec<(&[u8], Option<&[u8]>, Vec<u8>, bool, Result<(), &str>)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (b"a", None, b"1".to_vec(), true, Ok(())),
         (
             b"prices.BTC",
