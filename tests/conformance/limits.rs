@@ -15,6 +15,7 @@ fn limits(max_frame: usize, max_message: usize) -> impl Fn(&mut Config) {
     move |c| {
         c.max_frame_bytes = max_frame;
         c.max_message_bytes = max_message;
+        c.partial_message_budget = c.partial_message_budget.max(max_message);
     }
 }
 
@@ -190,13 +191,12 @@ fn header_announcing_2_63_minus_1_bytes_is_refused() {
     each_driver_with(limits(1 << 30, 1 << 30), check);
 }
 
-/// With the default limits (16 MiB), a 16 MiB message is echoed, in one frame and in
+/// With the echo example's limits (16 MiB), a 16 MiB message is echoed, in one frame and in
 /// 64 KiB fragments; 16 MiB + 1 is 1009.
 #[test]
-fn message_of_16_mib_is_echoed_with_defaults() {
+fn message_of_16_mib_is_echoed_with_the_echo_limits() {
     each_driver(|env| {
-        let defaults = Config::default();
-        assert_eq!(defaults.max_message_bytes, 16 << 20);
+        assert_eq!(crate::ECHO_MAX_MESSAGE, 16 << 20);
         let data = binary_payload(16 << 20);
         let mut c = env.connect("16 MiB single frame");
         let f = c.build(op::BINARY, true, &data);

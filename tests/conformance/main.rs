@@ -56,6 +56,9 @@ use corecast::{Config, Driver};
 
 use crate::common::{drivers, start_echo, test_config, wait_until, RawClient, TestServer};
 
+/// The largest message and frame of the echo server under test: the echo example's 16 MiB.
+pub const ECHO_MAX_MESSAGE: usize = 16 << 20;
+
 /// One driver's echo server, handed to a test body.
 pub struct Env {
     pub driver: Driver,
@@ -104,7 +107,13 @@ pub fn each_driver_with(tweak: impl Fn(&mut Config), mut body: impl FnMut(&Env))
     assert!(!list.is_empty(), "CORECAST_TEST_DRIVERS selects no driver");
     let mut failed = Vec::new();
     for driver in list {
-        let mut cfg = test_config(driver);
+        // The echo example's limits (16 MiB messages, for Autobahn's limit cases) rather than
+        // the server's built-in 1 MiB.
+        let mut cfg = Config {
+            max_message_bytes: ECHO_MAX_MESSAGE,
+            max_frame_bytes: ECHO_MAX_MESSAGE,
+            ..test_config(driver)
+        };
         tweak(&mut cfg);
         let env = Env {
             driver,
