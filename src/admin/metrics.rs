@@ -95,6 +95,7 @@ fn place(field: &str, doc: &str) -> (String, String, Kind, Option<String>) {
         "queued_bytes" => fixed("corecast_send_queue_bytes", Kind::Gauge),
         "partial_bytes" => fixed("corecast_partial_message_bytes", Kind::Gauge),
         "topics" => fixed("corecast_topics", Kind::Gauge),
+        "history_bytes" => fixed("corecast_history_bytes", Kind::Gauge),
         "subscriptions" => fixed("corecast_subscriptions", Kind::Gauge),
         "accepted" => fixed("corecast_connections_accepted_total", Kind::Counter),
         "opened" => fixed("corecast_connections_opened_total", Kind::Counter),

@@ -416,7 +416,7 @@ fn publish(req: &Request, publisher: &Publisher) -> (u16, String) {
         Err(e) => {
             let status = match e {
                 PublishError::Invalid(_) => 400,
-                PublishError::Busy | PublishError::Closed => 503,
+                PublishError::Busy | PublishError::Closed | PublishError::TooManyTopics => 503,
                 PublishError::Timeout => 504,
             };
             (status, error_body(e.code(), &e.to_string()))

@@ -191,6 +191,22 @@ settings! {
     history_max_age: Duration = secs(60), "DURATION",
         "Age after which a message leaves a topic's history",
         check |v, _| within(v, ms(100)) => span(ms(100));
+    /// Bytes one topic's history may be charged (data, both frames, overhead); oldest
+    /// entries leave first.
+    history_topic_bytes: usize as Bytes = 4 * MIB, "SIZE",
+        "Bytes one topic's history may hold, oldest evicted first",
+        check |v, _| *v >= 256 * KIB => "at least 256KiB (one 64 KiB message as charged)";
+    /// Bytes all topics' histories may be charged, split evenly over the workers; oldest
+    /// entries of any topic leave first.
+    history_bytes: usize as Bytes = GIB, "SIZE",
+        "Bytes all histories together may hold, oldest evicted first",
+        check |v, c| *v >= c.history_topic_bytes
+            => format!("at least history_topic_bytes ({})", Size(c.history_topic_bytes));
+    /// Topics the process may know, split evenly over the workers; a `sub` or `pub` that
+    /// would add one beyond gets `too_many_topics`.
+    max_topics: usize = 100_000, "N",
+        "Topics the process may hold; beyond, sub and pub get too_many_topics",
+        check |v, _| (1..=100_000_000).contains(v) => "1 to 100000000";
     /// The slow-consumer policy of topics not named in `drop_topics`.
     slow_consumer: SlowConsumer = SlowConsumer::Disconnect, "POLICY",
         "Slow-consumer policy for unkeyed messages: disconnect or drop";

@@ -520,6 +520,12 @@ fn help_lists_every_option_with_its_default() {
         ("--admin-token-file", "none".into()),
         ("--history-len", d.history_len.to_string()),
         ("--history-max-age", Human(d.history_max_age).to_string()),
+        (
+            "--history-topic-bytes",
+            Size(d.history_topic_bytes).to_string(),
+        ),
+        ("--history-bytes", Size(d.history_bytes).to_string()),
+        ("--max-topics", d.max_topics.to_string()),
         ("--slow-consumer", "disconnect".into()),
         ("--drop-topics", "none".into()),
         ("--inbox-capacity", d.inbox_capacity.to_string()),

@@ -1,5 +1,11 @@
-//! A topic's history: its last N messages (bounded by count and by age), kept by the topic's
-//! owner so that a `sub` with `since` can be served, or answered with `reset`.
+//! A topic's history: its last N messages (bounded by count, by age and by bytes), kept by the
+//! topic's owner so that a `sub` with `since` can be served, or answered with `reset`.
+//!
+//! Each entry is charged [`Entry::charge`] bytes when it is pushed: its data, the `msg`
+//! frames of both encodings (whether they are encoded then, later for a replay, or never: an
+//! upper bound, so that caching a replay frame never takes a history past its budget) and
+//! [`ENTRY_OVERHEAD`]. The worker that owns the topics sums the charges of all its histories
+//! for the process-wide budget (`history_bytes`, see `engine::owner`).
 
 use std::collections::VecDeque;
 
@@ -28,9 +34,36 @@ pub struct Entry {
     pub key: Option<u64>,
     /// The frames encoded so far (filled in lazily for replay).
     pub frames: Frames,
+    /// The bytes it is charged ([`Entry::charge`]).
+    pub cost: usize,
+}
+
+/// What an entry costs besides its data and frames: the entry itself in its topic's queue,
+/// and up to two 16-byte records in its worker's eviction queue.
+pub const ENTRY_OVERHEAD: usize = std::mem::size_of::<Entry>() + 32;
+
+/// The bounds of one topic's history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Entries kept at most (0: no history).
+    pub len: usize,
+    /// Age limit, in ticks.
+    pub max_age_ticks: u64,
+    /// Bytes kept at most (the sum of the entries' [`Entry::cost`]).
+    pub bytes: usize,
 }
 
 impl Entry {
+    /// The bytes an entry of message `seq` of `topic` with `data` is charged: the data, the
+    /// `msg` frames of both encodings (encoded or not) and [`ENTRY_OVERHEAD`].
+    pub fn charge(topic: TopicName<'_>, seq: u64, ts_us: u64, data: Payload<'_>) -> usize {
+        let frames: usize = frames::ENCODINGS
+            .iter()
+            .map(|&enc| frames::msg_size(enc, topic, seq, ts_us, data))
+            .sum();
+        data.as_bytes().len() + frames + ENTRY_OVERHEAD
+    }
+
     /// The frame of this message in `enc`, encoding (and caching) it if needed.
     pub fn frame(&mut self, enc: Encoding, topic: TopicName<'_>) -> Bytes {
         if let Some(f) = self.frames.get(enc) {
@@ -66,21 +99,32 @@ pub enum Resume {
 #[derive(Debug, Default)]
 pub struct History {
     entries: VecDeque<Entry>,
+    /// The sum of the entries' [`Entry::cost`].
+    bytes: usize,
 }
 
 impl History {
-    /// Append the newest message, then trim to `max_len` entries and `max_age_ticks`.
-    pub fn push(&mut self, e: Entry, max_len: usize, max_age_ticks: u64) {
-        if max_len == 0 {
-            return;
+    /// Append the newest message, then trim to the limits: oldest first, by count, by age,
+    /// then by bytes (which may evict the new entry itself, if it alone is over
+    /// `lim.bytes`). Returns how many entries were evicted for bytes.
+    pub fn push(&mut self, e: Entry, lim: &Limits) -> u64 {
+        if lim.len == 0 {
+            return 0;
         }
         let now = e.tick;
         debug_assert!(self.entries.back().map_or(true, |b| b.seq + 1 == e.seq));
+        self.bytes += e.cost;
         self.entries.push_back(e);
-        while self.entries.len() > max_len {
-            self.entries.pop_front();
+        while self.entries.len() > lim.len {
+            self.pop_front();
         }
-        self.expire(now, max_age_ticks);
+        self.expire(now, lim.max_age_ticks);
+        let mut evicted = 0;
+        while self.bytes > lim.bytes && self.pop_front().is_some() {
+            evicted += 1;
+        }
+        self.release_if_empty();
+        evicted
     }
 
     /// Drop entries older than `max_age_ticks` at tick `now`.
@@ -90,8 +134,42 @@ impl History {
             .front()
             .is_some_and(|f| now.saturating_sub(f.tick) > max_age_ticks)
         {
-            self.entries.pop_front();
+            self.pop_front();
         }
+        self.release_if_empty();
+    }
+
+    /// Evict the oldest entry if its seq is `seq` or lower (the worker-wide budget evicts
+    /// by its own oldest-first record of (topic, seq)); returns the bytes freed.
+    pub fn evict_oldest_upto(&mut self, seq: u64) -> Option<usize> {
+        if self.entries.front()?.seq > seq {
+            return None;
+        }
+        let freed = self.pop_front();
+        self.release_if_empty();
+        freed
+    }
+
+    /// Whether message `seq` is still kept.
+    pub fn holds(&self, seq: u64) -> bool {
+        match (self.entries.front(), self.entries.back()) {
+            (Some(f), Some(b)) => f.seq <= seq && seq <= b.seq,
+            _ => false,
+        }
+    }
+
+    /// The bytes charged for the entries held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn pop_front(&mut self) -> Option<usize> {
+        let e = self.entries.pop_front()?;
+        self.bytes -= e.cost;
+        Some(e.cost)
+    }
+
+    fn release_if_empty(&mut self) {
         if self.entries.is_empty() && self.entries.capacity() > 0 {
             self.entries = VecDeque::new();
         }
@@ -136,6 +214,10 @@ mod tests {
     use super::*;
 
     fn entry(seq: u64, tick: u64) -> Entry {
+        sized(seq, tick, 1)
+    }
+
+    fn sized(seq: u64, tick: u64, cost: usize) -> Entry {
         Entry {
             seq,
             ts_us: seq,
@@ -144,14 +226,87 @@ mod tests {
             json: true,
             key: None,
             frames: Frames::default(),
+            cost,
         }
+    }
+
+    fn lim(len: usize, max_age_ticks: u64) -> Limits {
+        Limits {
+            len,
+            max_age_ticks,
+            bytes: usize::MAX,
+        }
+    }
+
+    #[test]
+    fn oldest_entries_leave_to_keep_the_topic_within_its_bytes() {
+        let mut h = History::default();
+        let l = Limits {
+            len: 100,
+            max_age_ticks: 100,
+            bytes: 1000,
+        };
+        for s in 1..=3 {
+            assert_eq!(h.push(sized(s, 0, 300), &l), 0);
+        }
+        assert_eq!(h.push(sized(4, 0, 300), &l), 1, "4 × 300 > 1000: 1 leaves");
+        assert_eq!((h.len(), h.bytes()), (3, 900));
+        assert_eq!(h.push(sized(5, 0, 450), &l), 2, "2 and 3 leave for 5");
+        assert_eq!((h.len(), h.bytes()), (2, 750));
+        assert_eq!(h.resume(3, 5), Resume::Replay(0..2));
+        assert_eq!(h.resume(2, 5), Resume::Reset, "3 was evicted");
+        // One entry alone over the budget is not kept.
+        assert_eq!(h.push(sized(6, 0, 1001), &l), 3);
+        assert!(h.is_empty());
+        assert_eq!(h.bytes(), 0);
+        assert_eq!(h.resume(5, 6), Resume::Reset);
+    }
+
+    #[test]
+    fn the_worker_budget_evicts_by_seq_and_count_and_age_keep_bytes_right() {
+        let mut h = History::default();
+        for s in 1..=5 {
+            h.push(sized(s, s, 10), &lim(4, 100));
+        }
+        assert_eq!((h.len(), h.bytes()), (4, 40), "1 left by count");
+        assert!(!h.holds(1) && h.holds(2) && h.holds(5) && !h.holds(6));
+        assert_eq!(h.evict_oldest_upto(1), None, "1 is gone already");
+        assert_eq!(h.evict_oldest_upto(2), Some(10));
+        assert_eq!((h.len(), h.bytes()), (3, 30));
+        h.expire(104, 100);
+        assert_eq!((h.len(), h.bytes()), (2, 20), "3 is older than 100 ticks");
+        assert_eq!(h.evict_oldest_upto(9), Some(10));
+        assert_eq!(h.evict_oldest_upto(9), Some(10));
+        assert_eq!(h.evict_oldest_upto(9), None);
+        assert_eq!(h.bytes(), 0);
+    }
+
+    #[test]
+    fn an_entry_is_charged_its_data_and_both_frames() {
+        let t = TopicName::new("a.b").unwrap();
+        let data = format!("\"{}\"", "x".repeat(60_000));
+        let cost = Entry::charge(t, 1, 2, Payload::Json(&data));
+        let mut e = Entry {
+            seq: 1,
+            ts_us: 2,
+            tick: 0,
+            data: Bytes::from(data.clone()),
+            json: true,
+            key: None,
+            frames: Frames::default(),
+            cost,
+        };
+        let json = e.frame(Encoding::Json, t).len();
+        let bin = e.frame(Encoding::Binary, t).len();
+        assert!(cost >= data.len() + json + bin, "{cost} {json} {bin}");
+        assert!(cost <= data.len() + json + bin + ENTRY_OVERHEAD + 20, "{cost}");
     }
 
     #[test]
     fn keeps_the_last_n_and_answers_resumes() {
         let mut h = History::default();
         for s in 1..=10 {
-            h.push(entry(s, 0), 4, 100);
+            h.push(entry(s, 0), &lim(4, 100));
         }
         assert_eq!(h.len(), 4); // 7..=10
         assert_eq!(h.resume(10, 10), Resume::UpToDate);
@@ -165,15 +320,15 @@ mod tests {
     #[test]
     fn old_entries_expire_and_no_history_means_reset() {
         let mut h = History::default();
-        h.push(entry(1, 0), 10, 5);
-        h.push(entry(2, 3), 10, 5);
+        h.push(entry(1, 0), &lim(10, 5));
+        h.push(entry(2, 3), &lim(10, 5));
         h.expire(7, 5);
         assert_eq!(h.len(), 1);
         h.expire(20, 5);
         assert!(h.is_empty());
         assert_eq!(h.resume(1, 2), Resume::Reset);
         let mut none = History::default();
-        none.push(entry(1, 0), 0, 5);
+        none.push(entry(1, 0), &lim(0, 5));
         assert!(none.is_empty());
         assert_eq!(none.resume(0, 1), Resume::Reset);
     }

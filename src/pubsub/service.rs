@@ -41,6 +41,9 @@ pub enum PublishError {
     /// [`WireError::code`] is the code a client's `err` would carry.
     #[error(transparent)]
     Invalid(#[from] WireError),
+    /// The topic is new and the server holds the most topics allowed (`max_topics`).
+    #[error("the server holds the most topics allowed")]
+    TooManyTopics,
     /// The owner worker's inbox is full: retry later.
     #[error("the topic's worker is busy; retry")]
     Busy,
@@ -57,6 +60,7 @@ impl PublishError {
     pub fn code(&self) -> &'static str {
         match self {
             PublishError::Invalid(e) => e.code(),
+            PublishError::TooManyTopics => ErrorCode::TooManyTopics,
             PublishError::Busy => ErrorCode::Busy,
             PublishError::Timeout => ErrorCode::Timeout,
             PublishError::Closed => ErrorCode::Closed,
@@ -74,6 +78,9 @@ impl PubSubService {
         let set = Settings {
             history_len: cfg.history_len,
             history_max_age_ticks: ticks,
+            history_topic_bytes: cfg.history_topic_bytes,
+            history_bytes: cfg.history_bytes,
+            max_topics: cfg.max_topics,
             default_policy: match cfg.slow_consumer {
                 SlowConsumer::Disconnect => SlowPolicy::Disconnect,
                 SlowConsumer::Drop => SlowPolicy::Drop,
@@ -243,9 +250,12 @@ impl Publisher {
             Err(Undelivered::Full(_)) => return Err(PublishError::Busy),
             Err(Undelivered::Closed(_)) => return Err(PublishError::Closed),
         }
-        rx.recv_timeout(timeout).map_err(|e| match e {
-            crossbeam_channel::RecvTimeoutError::Timeout => PublishError::Timeout,
-            crossbeam_channel::RecvTimeoutError::Disconnected => PublishError::Closed,
-        })
+        match rx.recv_timeout(timeout) {
+            // No message has seq 0: the owner refused to add the topic.
+            Ok(0) => Err(PublishError::TooManyTopics),
+            Ok(seq) => Ok(seq),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(PublishError::Timeout),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(PublishError::Closed),
+        }
     }
 }

@@ -28,6 +28,13 @@ counter_set! {
     replayed,
     /// `reset` messages sent (a resume that history could not serve).
     resets,
+    /// Bytes the histories of the topics are charged now (data, both frames, overhead).
+    history_bytes,
+    /// History entries evicted for bytes (a topic's `history_topic_bytes`, or the worker's
+    /// share of `history_bytes`), before their count or age would have.
+    history_evicted,
+    /// `sub` and `pub` refused with `too_many_topics` (the topic table was full).
+    topics_refused,
     /// Client messages refused with an `err`.
     client_errors,
     /// Connections closed with 1008 for repeated errors.

@@ -355,7 +355,9 @@ impl<C: Link> Engine<C> {
                 {
                     return self.forbid(out, id, req_id.as_ref(), "subscribe to");
                 }
-                let r = self.entry(topic.as_str());
+                let Some(r) = self.admit_topic(topic.as_str()) else {
+                    return self.refuse_topic(out, id, req_id.as_ref());
+                };
                 self.sub(out, id, r, since, req_id.map(Id::into_owned));
             }
             ClientOp::Unsub { topic, id: req_id } => {
@@ -388,13 +390,10 @@ impl<C: Link> Engine<C> {
                 key,
                 id: req_id,
             } => {
-                let reply = match req_id {
-                    Some(req_id) => Reply::Client {
-                        worker: self.me,
-                        conn: id,
-                        id: req_id.into_owned(),
-                    },
-                    None => Reply::None,
+                let reply = Reply::Client {
+                    worker: self.me,
+                    conn: id,
+                    id: req_id.map(Id::into_owned),
                 };
                 self.publish(out, now, topic, data, key.as_deref(), reply);
             }

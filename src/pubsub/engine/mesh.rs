@@ -44,6 +44,11 @@ pub(crate) enum Item {
         id: Id<'static>,
         seq: u64,
     },
+    /// A publish from `conn` was refused: its topic would not fit the owner's topic table.
+    TopicRefused {
+        conn: ConnId,
+        id: Option<Id<'static>>,
+    },
 }
 
 /// A publish on its way to the topic's owner.
@@ -57,13 +62,12 @@ pub(crate) struct PubReq {
 
 /// Who learns the seq of a publish.
 pub(crate) enum Reply {
-    /// Nobody.
-    None,
-    /// A client that asked with an id.
+    /// A client: its worker and connection, and the id it gave, if any (without one it is
+    /// only told of a refusal).
     Client {
         worker: u32,
         conn: ConnId,
-        id: Id<'static>,
+        id: Option<Id<'static>>,
     },
     /// The admin API, waiting on a channel.
     Admin(crossbeam_channel::Sender<u64>),
@@ -191,6 +195,7 @@ impl<C: Link> Engine<C> {
                     }
                 }
             }
+            Item::TopicRefused { conn, id } => self.refuse_topic(out, conn, id.as_ref()),
             Item::Ack { conn, id, seq } => {
                 if let Some(st) = self.conn_state(conn) {
                     let _ = out.send_reply(&st.conn, frames::ack(st.enc, &id, seq));

@@ -41,7 +41,12 @@ pub use handler::PubSub;
 pub(crate) use mesh::{Item, PubReq, Reply};
 pub use outbox::{Link, Outbox, Time};
 
-use std::{collections::HashMap, hash::RandomState, rc::Rc, sync::Arc};
+use std::{
+    collections::{HashMap, VecDeque},
+    hash::RandomState,
+    rc::Rc,
+    sync::Arc,
+};
 
 use slab::Slab;
 
@@ -86,6 +91,14 @@ pub struct Settings {
     pub history_len: usize,
     /// Age limit of history entries, in 100 ms ticks.
     pub history_max_age_ticks: u64,
+    /// Bytes one topic's history may be charged (see [`crate::pubsub::history`]).
+    pub history_topic_bytes: usize,
+    /// Bytes all histories of the process may be charged; each worker gets an equal share
+    /// for the topics it owns.
+    pub history_bytes: usize,
+    /// Topics the process may know; each worker gets an equal share of its topic table, and
+    /// refuses a `sub` or `pub` that would add a topic beyond it (`too_many_topics`).
+    pub max_topics: usize,
     /// Policy of topics not matched by `drop_topics`.
     pub default_policy: SlowPolicy,
     /// Topic patterns that use [`SlowPolicy::Drop`]: exact names, or prefixes (`md.`) when
@@ -149,6 +162,30 @@ pub(crate) struct Engine<C> {
     /// when the worker has written them out ([`Engine::record_latency`]).
     written: Vec<u64>,
     expiry: access::ExpiryQueue,
+    /// What the histories of the topics this worker owns keep, and their bound.
+    history: HistoryBudget,
+    /// Topics this worker's table may hold (its share of `max_topics`).
+    topic_cap: usize,
+}
+
+/// A worker's share of the process-wide history budget: the charges of the histories of the
+/// topics it owns, summed, and a record of (topic, seq) per entry kept, oldest first, so that
+/// going over the budget evicts the oldest entries of any topic first.
+///
+/// The record costs 16 bytes per entry; records of entries that left for another reason
+/// (count, age, the topic's own budget) are skipped when popped, and dropped in one pass
+/// whenever they outnumber the entries kept (amortised O(1) per push), so it holds at most
+/// about two records per entry (counted in [`ENTRY_OVERHEAD`](crate::pubsub::history::ENTRY_OVERHEAD)).
+#[derive(Debug, Default)]
+pub(super) struct HistoryBudget {
+    /// Bytes this worker's histories may be charged.
+    pub(super) limit: usize,
+    /// Bytes charged now.
+    pub(super) bytes: usize,
+    /// Entries kept now.
+    pub(super) entries: usize,
+    /// (topic, seq) of entries, in the order they were pushed.
+    pub(super) order: VecDeque<(TopicRef, u64)>,
 }
 
 impl<C: Link> Engine<C> {
@@ -164,7 +201,6 @@ impl<C: Link> Engine<C> {
         Engine {
             me: me as u32,
             workers,
-            set,
             inbox,
             mesh,
             backlog: Backlog::new(workers, BACKLOG_LIMIT),
@@ -178,6 +214,12 @@ impl<C: Link> Engine<C> {
             tick: 0,
             written: Vec::new(),
             expiry: access::ExpiryQueue::default(),
+            history: HistoryBudget {
+                limit: (set.history_bytes / workers.max(1)).max(1),
+                ..HistoryBudget::default()
+            },
+            topic_cap: set.max_topics.div_ceil(workers.max(1)).max(1),
+            set,
         }
     }
 }

@@ -164,9 +164,14 @@ impl<C: Link> Engine<C> {
         let secs = (SWEEP_TICKS as f64) * 0.1;
         let mut idle = Vec::new();
         let mut busy: Vec<(u64, u32)> = Vec::new();
+        let (mut before, mut after) = ((0, 0), (0, 0));
         for (slot, t) in self.topics.iter_mut() {
             if let Some(o) = t.owned.as_mut() {
+                before.0 += o.history.bytes();
+                before.1 += o.history.len();
                 o.history.expire(now, max_age);
+                after.0 += o.history.bytes();
+                after.1 += o.history.len();
                 busy.push((o.seq - o.swept_seq, slot as u32));
                 o.swept_seq = o.seq;
                 if t.subs.is_empty() && t.pending == 0 && o.remote.is_empty() {
@@ -174,6 +179,8 @@ impl<C: Link> Engine<C> {
                 }
             }
         }
+        self.account_history(before, after);
+        self.enforce_history_budget();
         if busy.len() > TOP_TOPICS {
             busy.select_nth_unstable_by(TOP_TOPICS - 1, |a, b| b.0.cmp(&a.0));
             busy.truncate(TOP_TOPICS);

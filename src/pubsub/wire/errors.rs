@@ -38,6 +38,9 @@ pub enum ErrorCode {
     Unauthorized,
     /// `too_many_subscriptions`: the connection holds the most subscriptions allowed.
     TooManySubscriptions,
+    /// `too_many_topics`: the server holds the most topics allowed (`max_topics`); the `sub`
+    /// or `pub` that would have added one was not done.
+    TooManyTopics,
     /// `busy`: the topic's worker is busy (admin publish API only).
     Busy,
     /// `timeout`: no answer from the topic's worker in time (admin publish API only).
@@ -60,11 +63,12 @@ impl ErrorCode {
     ];
 
     /// The codes the server adds for requests that decode, in docs/protocol.md order.
-    pub const SERVER: [ErrorCode; 4] = [
+    pub const SERVER: [ErrorCode; 5] = [
         ErrorCode::Forbidden,
         ErrorCode::RateLimited,
         ErrorCode::Unauthorized,
         ErrorCode::TooManySubscriptions,
+        ErrorCode::TooManyTopics,
     ];
 
     /// The codes only the admin publish API answers with.
@@ -85,6 +89,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::TooManySubscriptions => "too_many_subscriptions",
+            ErrorCode::TooManyTopics => "too_many_topics",
             ErrorCode::Busy => "busy",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Closed => "closed",
@@ -183,7 +188,7 @@ mod tests {
             assert_eq!(code.to_string(), s);
             assert!(seen.insert(s), "duplicate code {s}");
         }
-        assert_eq!(seen.len(), 15);
+        assert_eq!(seen.len(), 16);
     }
 
     #[test]

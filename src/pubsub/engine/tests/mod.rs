@@ -2,6 +2,7 @@
 //! fake connections (real send queues) and a real fanout mesh, with the time passed in.
 //! Ordering, history and `since` resume, conflation and the slow-consumer policies.
 
+mod budget;
 mod fake;
 
 use std::sync::Arc;
@@ -25,6 +26,9 @@ fn settings() -> Settings {
     Settings {
         history_len: 100,
         history_max_age_ticks: 600,
+        history_topic_bytes: usize::MAX,
+        history_bytes: usize::MAX,
+        max_topics: usize::MAX,
         default_policy: SlowPolicy::Disconnect,
         drop_topics: Vec::new(),
         max_subscriptions: 64,
