@@ -335,3 +335,128 @@ fn admin_publishes_count_in_publishes_in() {
         assert_eq!(per_worker, 5, "{driver:?}");
     }
 }
+
+/// A pub/sub config with 2 workers and `cfg` applied.
+fn pubsub_config(driver: corecast::config::Driver, cfg: impl FnOnce(&mut Config)) -> Config {
+    let mut c = Config {
+        workers: 2,
+        ..test_config(driver)
+    };
+    cfg(&mut c);
+    c
+}
+
+/// Publish `data` (a JSON value) to `topic` with id `id`; the reply (`ack` or `err`).
+fn publish(ws: &mut Client, topic: &str, data: serde_json::Value, id: u64) -> serde_json::Value {
+    send_json(
+        ws,
+        serde_json::json!({"op": "pub", "topic": topic, "data": data, "id": id}),
+    );
+    recv_json(ws)
+}
+
+/// A subscriber on `topic` (subscribed before anything else happens) that a fresh publisher
+/// can still reach afterwards.
+fn still_served(addr: std::net::SocketAddr, sub: &mut Client, topic: &str, what: &str) {
+    let mut p = connect(addr);
+    let r = publish(&mut p, topic, serde_json::json!({"calm": true}), 1);
+    assert_eq!(r["op"], "ack", "{what}: {r}");
+    let m = recv_json(sub);
+    assert_eq!(
+        (
+            m["op"].as_str(),
+            m["topic"].as_str(),
+            m["data"]["calm"].as_bool()
+        ),
+        (Some("msg"), Some(topic), Some(true)),
+        "{what}: {m}"
+    );
+}
+
+#[test]
+fn history_flood_stays_within_its_byte_budget() {
+    const BUDGET: usize = 1 << 20;
+    for driver in drivers() {
+        let what = format!("{driver:?}");
+        let srv = start_pubsub_admin(
+            pubsub_config(driver, |c| {
+                c.history_topic_bytes = 256 << 10;
+                c.history_bytes = BUDGET;
+            }),
+            None,
+        );
+        let addr = srv.srv.addr;
+        let mut calm = connect(addr);
+        send_json(
+            &mut calm,
+            serde_json::json!({"op": "sub", "topic": "calm", "id": 1}),
+        );
+        assert_eq!(recv_json(&mut calm)["op"], "subbed", "{what}");
+        // One connection publishes 60 KiB messages to 40 topics, 3 rounds: 7 MiB of data,
+        // each message charged about 180 KiB.
+        let mut flood = connect(addr);
+        let big = serde_json::Value::String("x".repeat(60 << 10));
+        let mut id = 0;
+        for _round in 0..3 {
+            for t in 0..40 {
+                id += 1;
+                let r = publish(&mut flood, &format!("flood.{t}"), big.clone(), id);
+                assert_eq!(r["op"], "ack", "{what}: {r}");
+                let held = srv.svc.stats().history_bytes as usize;
+                assert!(held <= BUDGET, "{what}: {held} > {BUDGET}");
+            }
+        }
+        let st = srv.svc.stats();
+        assert!(st.history_bytes > 0, "{what}: history is kept: {st:?}");
+        // At most 5 of the 120 messages fit (2 per worker's share): the rest were evicted.
+        assert!(st.history_evicted >= 115, "{what}: {st:?}");
+        // The first topic's history went for the later ones: its resume gets `reset`.
+        let mut late = connect(addr);
+        send_json(
+            &mut late,
+            serde_json::json!({"op": "sub", "topic": "flood.0", "since": 0}),
+        );
+        assert_eq!(recv_json(&mut late)["op"], "subbed", "{what}");
+        let r = recv_json(&mut late);
+        assert_eq!(
+            (r["op"].as_str(), r["seq"].as_u64()),
+            (Some("reset"), Some(3))
+        );
+        still_served(addr, &mut calm, "calm", &what);
+    }
+}
+
+#[test]
+fn new_topics_beyond_max_topics_are_refused() {
+    for driver in drivers() {
+        let what = format!("{driver:?}");
+        // 2 topics per worker.
+        let srv = start_pubsub_admin(pubsub_config(driver, |c| c.max_topics = 4), None);
+        let addr = srv.srv.addr;
+        let mut p = connect(addr);
+        let (mut acked, mut refused) = (Vec::new(), 0);
+        for t in 0..10u64 {
+            let topic = format!("t.{t}");
+            let r = publish(&mut p, &topic, serde_json::json!(t), t);
+            match r["op"].as_str() {
+                Some("ack") => acked.push(topic),
+                Some("err") if r["code"] == "too_many_topics" && r["id"] == t => refused += 1,
+                _ => panic!("{what}: {r}"),
+            }
+        }
+        assert_eq!((acked.len(), refused), (4, 6), "{what}: {acked:?}");
+        // The admin API is refused a new topic too, with 503 and the same code.
+        let (status, body) = admin_publish(srv.admin.local_addr(), "topic=t.new", b"1");
+        assert_eq!(status, 503, "{what}: {body}");
+        assert_eq!(body["error"], "too_many_topics", "{what}: {body}");
+        assert_eq!(srv.svc.stats().topics_refused, 7, "{what}");
+        // Known topics are still served: a publish to one is acked.
+        let mut q = connect(addr);
+        let r = publish(&mut q, &acked[0], serde_json::json!("again"), 1);
+        assert_eq!(
+            (r["op"].as_str(), r["seq"].as_u64()),
+            (Some("ack"), Some(2)),
+            "{what}"
+        );
+    }
+}

@@ -98,7 +98,13 @@ pub fn msg(enc: Encoding, topic: TopicName<'_>, seq: u64, ts_us: u64, data: Payl
 
 /// The bytes a `msg` frame in `enc` takes once encoded (its allocation: the encoded
 /// message behind room for the longest header).
-pub fn msg_size(enc: Encoding, topic: TopicName<'_>, seq: u64, ts_us: u64, data: Payload<'_>) -> usize {
+pub fn msg_size(
+    enc: Encoding,
+    topic: TopicName<'_>,
+    seq: u64,
+    ts_us: u64,
+    data: Payload<'_>,
+) -> usize {
     MAX_HEAD + wire::msg_len(enc, topic, seq, ts_us, data)
 }
 

@@ -299,7 +299,10 @@ mod tests {
         let json = e.frame(Encoding::Json, t).len();
         let bin = e.frame(Encoding::Binary, t).len();
         assert!(cost >= data.len() + json + bin, "{cost} {json} {bin}");
-        assert!(cost <= data.len() + json + bin + ENTRY_OVERHEAD + 20, "{cost}");
+        assert!(
+            cost <= data.len() + json + bin + ENTRY_OVERHEAD + 20,
+            "{cost}"
+        );
     }
 
     #[test]

@@ -199,12 +199,26 @@ impl<C: Link> Engine<C> {
             (Reply::Client { worker, conn, id }, None) => {
                 self.send(worker as usize, Item::TopicRefused { conn, id });
             }
-            (Reply::Client { worker, conn, id: Some(id) }, Some(seq)) if worker == self.me => {
+            (
+                Reply::Client {
+                    worker,
+                    conn,
+                    id: Some(id),
+                },
+                Some(seq),
+            ) if worker == self.me => {
                 if let Some(st) = self.conn_state(conn) {
                     let _ = out.send_reply(&st.conn, frames::ack(st.enc, &id, seq));
                 }
             }
-            (Reply::Client { worker, conn, id: Some(id) }, Some(seq)) => {
+            (
+                Reply::Client {
+                    worker,
+                    conn,
+                    id: Some(id),
+                },
+                Some(seq),
+            ) => {
                 self.send(worker as usize, Item::Ack { conn, id, seq });
             }
         }

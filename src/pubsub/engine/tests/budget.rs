@@ -133,7 +133,10 @@ fn a_sub_or_pub_that_would_add_a_topic_beyond_the_cap_is_refused() {
     w.send(0, p, r#"{"op":"pub","topic":"d","data":1,"id":4}"#);
     w.send(0, p, r#"{"op":"pub","topic":"d","data":1}"#);
     let got = w.take(0, p);
-    assert!(is_refused(&got[0], Some(4)) && is_refused(&got[1], None), "{got:?}");
+    assert!(
+        is_refused(&got[0], Some(4)) && is_refused(&got[1], None),
+        "{got:?}"
+    );
     // Topics already known are served.
     w.send(0, p, r#"{"op":"pub","topic":"a","data":1,"id":5}"#);
     assert_eq!(w.take(0, p), [json!({"op":"ack","id":5,"seq":1})]);
@@ -157,9 +160,17 @@ fn a_publish_refused_by_another_worker_is_answered() {
         .find(|t| super::owner_of(t, 2) == 1)
         .unwrap();
     let p = w.open(0);
-    w.send(0, p, &format!(r#"{{"op":"pub","topic":"{t1}","data":1,"id":1}}"#));
+    w.send(
+        0,
+        p,
+        &format!(r#"{{"op":"pub","topic":"{t1}","data":1,"id":1}}"#),
+    );
     assert_eq!(w.take(0, p), [json!({"op":"ack","id":1,"seq":1})]);
-    w.send(0, p, &format!(r#"{{"op":"pub","topic":"{t2}","data":1,"id":2}}"#));
+    w.send(
+        0,
+        p,
+        &format!(r#"{{"op":"pub","topic":"{t2}","data":1,"id":2}}"#),
+    );
     let got = w.take(0, p);
     assert!(got.len() == 1 && is_refused(&got[0], Some(2)), "{got:?}");
     assert_eq!(w.nodes[1].stats.topics_refused.get(), 1);
