@@ -616,6 +616,17 @@ fn each_validation_error_names_field_value_and_range() {
     type Case = (&'static str, fn(&mut Config), &'static str);
     let cases: &[Case] = &[
         ("workers", |c| c.workers = 1025, "1025"),
+        (
+            "history_topic_bytes",
+            |c| c.history_topic_bytes = 64 << 10,
+            "at least 256KiB",
+        ),
+        (
+            "history_bytes",
+            |c| c.history_bytes = 2 << 20,
+            "at least history_topic_bytes (4MiB)",
+        ),
+        ("max_topics", |c| c.max_topics = 0, "1 to 100000000"),
         ("uring_entries", |c| c.uring_entries = 100, "power of two"),
         ("uring_entries", |c| c.uring_entries = 4, "8 to 32768"),
         ("uring_entries", |c| c.uring_entries = 65536, "65536"),
