@@ -4,7 +4,7 @@
 //!
 //! Owns: the phase (handshake, open, closing, dead), the upgrade answer, frame decoding and
 //! the unfinished tail of the input, fragment reassembly, permessage-deflate inflation, the
-//! one close path (every close frame is built in [`Connection::start_close`]), the heartbeat
+//! one close path (every close frame is built in `start_close`), the heartbeat
 //! and the handshake and close deadlines, and the send queue with its bound.
 //!
 //! Must never: touch a socket, read a clock, or panic on anything a peer sends. The caller
