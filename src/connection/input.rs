@@ -268,7 +268,7 @@ impl Connection {
         match frame {
             Decoded::Ping(payload) if self.phase == Phase::Open => {
                 self.queue
-                    .push_control(control_frame(OpCode::Pong, payload));
+                    .push_control(encode_frame_bytes(OpCode::Pong, payload));
             }
             Decoded::Close(frame) => {
                 self.peer_code = frame.map(|f| f.code);

@@ -382,7 +382,8 @@ impl Connection {
                 if now < self.last_rx.max(self.last_ping) + cfg.ping_ticks {
                     return Timeout::Nothing;
                 }
-                self.queue.push_control(control_frame(OpCode::Ping, b""));
+                self.queue
+                    .push_control(encode_frame_bytes(OpCode::Ping, b""));
                 self.last_ping = now;
                 Timeout::Ping
             }
@@ -397,8 +398,4 @@ enum Lane {
     BehindData,
     /// Ahead of every data frame not yet started, which is discarded.
     AheadOfData,
-}
-
-fn control_frame(op: OpCode, payload: &[u8]) -> Bytes {
-    encode_frame_bytes(op, payload)
 }

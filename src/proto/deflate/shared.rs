@@ -96,7 +96,7 @@ impl SharedDeflate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{deflate::Inflater, encode_frame_bytes as encode_shared};
+    use crate::proto::{deflate::Inflater, encode_frame_bytes};
 
     fn settings(threshold: usize) -> Option<DeflateSettings> {
         Some(DeflateSettings {
@@ -152,11 +152,11 @@ mod tests {
     fn shared_frames_recompress_with_every_header_length() {
         let w = SharedDeflate::new(settings(0));
         // Too short to shrink: left as it is.
-        let short = encode_shared(OpCode::Binary, b"hello");
+        let short = encode_frame_bytes(OpCode::Binary, b"hello");
         assert!(w.recompress(&short, 15).is_none());
         for len in [125, 126, 1000, 65_535, 65_536, 200_000] {
             let payload: Vec<u8> = (0..len).map(|i| b"hello world "[i % 12]).collect();
-            let shared = encode_shared(OpCode::Binary, &payload);
+            let shared = encode_frame_bytes(OpCode::Binary, &payload);
             let z = w.recompress(&shared, 12).unwrap();
             let (b0, body) = inflate(&z);
             assert_eq!(b0, 0xC2);
